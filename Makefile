@@ -1,0 +1,67 @@
+# The README's two commands are `make demo` and `make test`. Each installs what it needs
+# (virtual environment, pip and npm packages, Debian packages when run as root) and then runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export VGSME_HOME ?= $(CURDIR)/workspace
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Debian packages: speech synthesis for the demo corpus (MBROLA needs contrib + non-free),
+# and the browser the report test opens its HTML page in.
+DEMO_DEBS := espeak-ng sox mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
+	mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr4 mbrola-fr5 mbrola-fr6 mbrola-fr7 \
+	mbrola-nl2 mbrola-nl3
+TEST_DEBS := chromium
+
+# The demo's lighter configuration (docs/demo.md says why each value differs from the paper's).
+DEMO_SEEDS ?= 0-1
+DEMO_TRAIN_OPTS ?= --width 128 --epochs 12
+
+.PHONY: demo test venv system-deps test-system-deps npm-deps bench clean help
+
+help:
+	@echo "make demo   build the demo corpus, extract features, train, analyse, report"
+	@echo "make test   run the test suite"
+	@echo "make bench  run the speed benchmarks under bench/"
+
+venv: $(VENV)/.installed
+
+# torch is installed first and pinned, so that no later requirement can pull another build.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[demo,test]' torch==2.13.0
+	touch $@
+
+system-deps:
+	@DEBS="$(DEMO_DEBS)" bash .ci/debian-packages.sh
+
+test-system-deps:
+	@DEBS="$(DEMO_DEBS) $(TEST_DEBS)" bash .ci/debian-packages.sh
+
+npm-deps: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: venv system-deps npm-deps
+	$(BIN)/vgsme-demo-corpus
+	$(BIN)/extract-features --corpus demo --all
+	$(BIN)/train-heads --corpus demo --configs en fr nl en-fr en-nl fr-nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
+	$(BIN)/analyse all --study demo
+
+test: venv test-system-deps npm-deps
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/cache_read.py
+	$(BIN)/python bench/train_step.py
+
+clean:
+	rm -rf $(VENV) node_modules workspace

@@ -1,0 +1,1 @@
+"""Stage three: familiar and ME tests, Table 1, comparisons, variance, embeddings, translation, report."""

@@ -1,0 +1,1 @@
+"""The study's single HTML report."""

@@ -1,0 +1,1 @@
+"""The offline demo corpus: synthesised speech and drawn objects for the study's concepts."""

@@ -1,0 +1,1 @@
+"""Frozen encoders behind one small interface (see base.py)."""

@@ -1,0 +1,16 @@
+"""Shared test setup: every test gets its own workspace, and torch uses the machine's two cores."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def vgsme_home(tmp_path, monkeypatch):
+    """Point $VGSME_HOME at a fresh folder so that no test reads or writes the real workspace."""
+    home = tmp_path / "vgsme-home"
+    home.mkdir()
+    monkeypatch.setenv("VGSME_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+torch.set_num_threads(2)
