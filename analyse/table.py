@@ -1,0 +1,95 @@
+"""Table 1: familiar and ME accuracy per training language set and test language, mean ± SE over seeds.
+
+Input is the stacked per-run accuracy summaries (columns run, train_langs, width, seed, test, lang,
+accuracy in percent). The standard error is the sample standard deviation (ddof=1) over seeds divided
+by sqrt(n_seeds), as in the paper; it is empty when there is a single seed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+TABLE_COLUMNS = ["train_langs", "test_lang", "width", "familiar_mean", "familiar_se", "me_mean", "me_se", "n_seeds"]
+
+
+def _se(values: pd.Series) -> float:
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _row_order(train_langs: str, test_lang: str) -> tuple[int, str]:
+    """Monolingual first, then the bilingual sets by partner language, as in the paper."""
+    langs = train_langs.split("+")
+    partners = [lang for lang in langs if lang != test_lang]
+    return (len(langs), "+".join(partners))
+
+
+def table1(accuracies: pd.DataFrame) -> pd.DataFrame:
+    """The Table 1 rows (percentages), grouped by test language, then width, monolingual first."""
+    needed = {"train_langs", "width", "seed", "test", "lang", "accuracy"}
+    if missing := needed - set(accuracies.columns):
+        raise ValueError(f"accuracy table lacks columns {sorted(missing)}")
+    rows = []
+    for (train_langs, test_lang, width), group in accuracies.groupby(["train_langs", "lang", "width"], sort=False):
+        row = {"train_langs": train_langs, "test_lang": test_lang, "width": int(width)}
+        if group.duplicated(["test", "seed"]).any():
+            raise ValueError(f"two runs of {train_langs} width {width} share a seed; a table row needs one run per seed")
+        seeds = set(group["seed"])
+        for test in ("familiar", "me"):
+            values = group.loc[group["test"] == test, "accuracy"]
+            row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
+            row[f"{test}_se"] = _se(values)
+        row["n_seeds"] = len(seeds)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    if out.empty:
+        return out
+    order = out.apply(lambda r: (r["test_lang"], r["width"], *_row_order(r["train_langs"], r["test_lang"])), axis=1)
+    return out.loc[order.sort_values().index].reset_index(drop=True)
+
+
+def _train_label(train_langs: str, test_lang: str) -> str:
+    langs = train_langs.split("+")
+    if len(langs) == 1:
+        return f"Monolingual: {langs[0].upper()}"
+    ordered = [test_lang] + [lang for lang in langs if lang != test_lang]
+    return "Bilingual: " + ", ".join(lang.upper() for lang in ordered)
+
+
+def _cell(mean: float, se: float, plus_minus: str) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.1f}" if np.isnan(se) else f"{mean:.1f}{plus_minus}{se:.1f}"
+
+
+def display_rows(table: pd.DataFrame, plus_minus: str = " ± ") -> list[list[str]]:
+    """Rows as the paper prints them: training set, test language, width, familiar, ME, seeds."""
+    return [
+        [
+            _train_label(r.train_langs, r.test_lang), r.test_lang.upper(), str(r.width),
+            _cell(r.familiar_mean, r.familiar_se, plus_minus), _cell(r.me_mean, r.me_se, plus_minus), str(r.n_seeds),
+        ]
+        for r in table.itertuples()
+    ]
+
+
+DISPLAY_HEADER = ["Training languages", "Test language", "Width", "Familiar (%)", "ME (%)", "Seeds"]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(DISPLAY_HEADER) + " |", "|" + "---|" * len(DISPLAY_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in display_rows(table)]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    """A booktabs table with a rule between test languages."""
+    lines = [r"\begin{tabular}{llrlll}", r"\toprule", " & ".join(DISPLAY_HEADER).replace("%", r"\%") + r" \\", r"\midrule"]
+    previous = None
+    for r, row in zip(table.itertuples(), display_rows(table, plus_minus=r"$\pm$")):
+        if previous is not None and (r.test_lang, r.width) != previous:
+            lines.append(r"\midrule")
+        previous = (r.test_lang, r.width)
+        lines.append(" & ".join(row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,82 @@
+"""Table 1 statistics and the paired comparisons on constructed data."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyse.compare import CompareOptions, compare_models, holm
+from analyse.table import TABLE_COLUMNS, table1, to_latex, to_markdown
+
+
+def accuracies():
+    rows = []
+    for langs, lang, fam, me in (("en", "en", [99, 98, 100], [66, 68, 64]), ("en+fr", "en", [99, 99, 99], [60, 62, 58]),
+                                 ("en+fr", "fr", [97, 98, 99], [70, 70, 70]), ("fr", "fr", [90, 91, 92], [67, 69, 71])):
+        for seed, (f, m) in enumerate(zip(fam, me)):
+            rows += [dict(run=f"{langs}-w64-s{seed}", train_langs=langs, width=64, seed=seed, test="familiar", lang=lang, n=650, accuracy=f),
+                     dict(run=f"{langs}-w64-s{seed}", train_langs=langs, width=64, seed=seed, test="me", lang=lang, n=950, accuracy=m)]
+    return pd.DataFrame(rows)
+
+
+def test_table1_mean_and_standard_error():
+    t = table1(accuracies())
+    assert list(t.columns) == TABLE_COLUMNS
+    assert list(zip(t["train_langs"], t["test_lang"])) == [("en", "en"), ("en+fr", "en"), ("fr", "fr"), ("en+fr", "fr")]
+    row = t.iloc[0]
+    assert row["me_mean"] == pytest.approx(66.0)
+    assert row["me_se"] == pytest.approx(2.0 / np.sqrt(3))  # std(66, 68, 64; ddof=1) = 2
+    assert row["familiar_se"] == pytest.approx(1.0 / np.sqrt(3))
+    assert t.iloc[3]["me_se"] == 0.0 and row["n_seeds"] == 3
+    md = to_markdown(t)
+    assert "| Bilingual: FR, EN | FR | 64 | 98.0 ± 0.6 | 70.0 ± 0.0 | 3 |" in md
+    assert r"66.0$\pm$1.2" in to_latex(t)
+
+
+def test_table1_single_seed_has_empty_se_and_duplicate_seed_is_refused():
+    acc = accuracies()
+    t = table1(acc[acc["seed"] == 0])
+    assert t["me_se"].isna().all() and (t["n_seeds"] == 1).all()
+    with pytest.raises(ValueError, match="share a seed"):
+        table1(pd.concat([acc, acc[acc["seed"] == 0]]))
+
+
+def predictions(mono_correct: np.ndarray, bi_correct: np.ndarray, width=64) -> pd.DataFrame:
+    """Per-trial predictions of an en model and an en+fr model (rows = seeds) on the same trials."""
+    rows = []
+    for langs, correct in (("en", mono_correct), ("en+fr", bi_correct)):
+        for seed, c in enumerate(correct):
+            rows.append(pd.DataFrame(dict(train_langs=langs, width=width, seed=seed, test="me", lang="en", episode=np.arange(len(c)),
+                                          query_id=[f"q{i}" for i in range(len(c))], pos_id="p", neg_id="n", correct=c)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_compare_detects_a_known_drop():
+    rng = np.random.default_rng(0)
+    base = (rng.random(950) < 0.7).astype(int)
+    mono = np.vstack([base, base])
+    bi = mono.copy()
+    flipped = rng.choice(np.flatnonzero(base), size=95, replace=False)  # 10 % of trials lost by both seeds
+    bi[:, flipped] = 0
+    out = compare_models(predictions(mono, bi), options=CompareOptions(n_resamples=2000, n_bootstrap=500))
+    row = out.iloc[0]
+    assert row["diff_pp"] == pytest.approx(-10.0)
+    assert row["ci_low_pp"] < -10 < row["ci_high_pp"] < 0
+    assert row["direction"] == "bilingual lower" and row["expected_direction"]
+    assert row["p_value"] < 0.001 and row["significant"]
+    assert row["n_trials"] == 950 and row["n_seeds_bilingual"] == 2
+
+
+def test_compare_identical_models_is_not_significant_and_mismatch_is_refused():
+    rng = np.random.default_rng(1)
+    c = (rng.random((2, 300)) < 0.6).astype(int)
+    out = compare_models(predictions(c, c), options=CompareOptions(n_resamples=500, n_bootstrap=200))
+    assert out.iloc[0]["diff_pp"] == 0 and out.iloc[0]["p_value"] == 1.0 and not out.iloc[0]["significant"]
+    bad = predictions(c, c)
+    bad.loc[(bad["train_langs"] == "en+fr") & (bad["episode"] == 3), "query_id"] = "other"
+    with pytest.raises(ValueError, match="answered other episodes|different episodes"):
+        compare_models(bad, options=CompareOptions(n_resamples=100, n_bootstrap=100))
+
+
+def test_holm_matches_hand_computation():
+    p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
+    # sorted 0.01, 0.03, 0.04, 0.5 → ×4, ×3, ×2, ×1 = 0.04, 0.09, 0.08→0.09 (monotone), 0.5
+    assert np.allclose(holm(p), [0.04, 0.09, 0.09, np.nan, 0.5], equal_nan=True)
