@@ -252,7 +252,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
         bar.close()
         val_loss, val_acc = evaluate(model, data, valid_episodes, autocast, config.audio_bucket)
         metrics.append({"epoch": epoch + 1, "train_loss": total_loss / len(order), "val_loss": val_loss,
-                        "val_familiar_acc": val_acc, "lr": lr, "logit_scale": float(model.logit_scale()),
+                        "val_familiar_acc": val_acc, "lr": lr, "logit_scale": model.logit_scale().item(),
                         "seconds": round(time.perf_counter() - started, 3)})
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch + 1, "weights": copy.deepcopy(model.state_dict())}
