@@ -1,0 +1,100 @@
+"""The HDF5 backend (h5py): contiguous datasets, read with hyperslab selections that h5py does fast.
+
+Why contiguous and not chunked: a store is written once, by packing its finished journal (see store.py), so
+nothing needs resizable datasets. Measured on this project's machine (docs/cache.md, bench/cache_read.py),
+h5py's fancy selection `ds[sorted_idx]` on a chunked dataset costs ~4 s per 720-image batch, but on a
+contiguous dataset it is the fastest HDF5 path (~50 ms); whole-array slices stream at disk speed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .store import StoreError
+
+_ATTRS = ("committed", "complete", "modality", "dim", "positions", "format_version")
+
+
+class HDF5Writer:
+    """Writes the features of one store file row block by row block (blocks arrive in order)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]):
+        self._f = h5py.File(path, "w", track_order=False)
+        self._ds = self._f.create_dataset("features", shape=shape, dtype=np.float16, track_times=False)
+        for name, values in columns.items():
+            self._f.create_dataset(name, data=values, track_times=False)
+        _write_attrs(self._f, attrs)
+
+    def write_features(self, start: int, block: np.ndarray) -> None:
+        if len(block):
+            self._ds.write_direct(np.ascontiguousarray(block, np.float16), dest_sel=np.s_[start:start + len(block)])
+
+    def finish(self) -> None:
+        self._f.flush()
+        self._f.attrs["complete"] = True
+        self._f.close()
+
+
+def _write_attrs(f: h5py.File, attrs: dict[str, Any]) -> None:
+    f.attrs["provenance"] = json.dumps(attrs["provenance"], sort_keys=True)
+    for k in _ATTRS:
+        v = attrs.get(k)
+        f.attrs[k] = 0 if v is None else v
+
+
+def create(path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]) -> HDF5Writer:
+    return HDF5Writer(Path(path), shape, columns, attrs)
+
+
+class HDF5Reader:
+    """One finished .h5 store file opened for reading."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise StoreError(f"{self.path} is not a readable HDF5 store ({e}); delete it and extract again") from None
+        a = self._f.attrs
+        if "provenance" not in a or "features" not in self._f:
+            self._f.close()
+            raise StoreError(f"{self.path} is an HDF5 file but not a vgsme store (no provenance/features)")
+        self.attrs: dict[str, Any] = {k: (a[k].item() if hasattr(a[k], "item") else a[k]) for k in _ATTRS if k in a}
+        self.attrs["provenance"] = json.loads(a["provenance"])
+        self.attrs["complete"] = bool(self.attrs.get("complete", False))
+        if self.attrs.get("positions") == 0:
+            self.attrs["positions"] = None
+        self._ds = self._f["features"]
+        self.features_shape = tuple(int(s) for s in self._ds.shape)
+
+    def column(self, name: str) -> np.ndarray:
+        return self._f[name][()]
+
+    def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        if stop > start:
+            self._ds.read_direct(out, source_sel=np.s_[start:stop], dest_sel=np.s_[0:stop - start])
+
+    def read_items_into(self, idx: np.ndarray, out: np.ndarray) -> None:
+        # one fancy selection on a contiguous dataset: HDF5 merges it into a single pass over the file
+        if len(idx):
+            self._ds.read_direct(out, source_sel=np.s_[idx.tolist()], dest_sel=np.s_[0:len(idx)])
+
+    def read_audio_into(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
+        for j, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            if n:
+                self._ds.read_direct(out[j], source_sel=np.s_[s:s + n], dest_sel=np.s_[0:n])
+
+    def nbytes_on_disk(self) -> int:
+        return self.path.stat().st_size
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+
+def open_reader(path: Path) -> HDF5Reader:
+    return HDF5Reader(path)

@@ -1,0 +1,119 @@
+"""The Zarr v3 backend: uncompressed chunks of many items.
+
+Why many items per chunk: zarr 3.1 spends ~0.7 ms of CPU per chunk, so one item per chunk made random
+batches slower than the per-item HDF5 reference (docs/cache.md). Training loads whole stores into memory,
+which reads whole chunks in order; chunks of ~8 MiB make that stream at disk speed. Random reads of a few
+items then read whole chunks, which is the price of this backend: prefer HDF5 or `load()` for them.
+Compression is off: it slowed every measured read and saved little on audio features.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .store import StoreError
+
+CHUNK_BYTES = 8 << 20
+
+
+def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows (frames or images) per chunk so that a chunk holds about `chunk_bytes` of float16."""
+    return max(1, chunk_bytes // (int(np.prod(row_shape)) * 2))
+
+
+class ZarrWriter:
+    """Writes the features of one store row block by row block, buffering so every write covers whole chunks."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]):
+        self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        self._rows = rows_per_chunk(shape[1:])
+        self._arr = self._group.create_array("features", shape=shape, dtype="float16",
+                                             chunks=(self._rows,) + tuple(shape[1:]), compressors=None, fill_value=0)
+        for name, values in columns.items():
+            parent, _, leaf = name.rpartition("/")
+            g = self._group.require_group(parent) if parent else self._group
+            g.create_array(leaf, data=values, compressors=None, chunks=tuple(max(1, d) for d in values.shape))
+        self._attrs = dict(attrs)
+        self._group.attrs.update(self._attrs)
+        self._buf: list[np.ndarray] = []
+        self._buf_start = 0
+        self._buf_rows = 0
+
+    def write_features(self, start: int, block: np.ndarray) -> None:
+        if start != self._buf_start + self._buf_rows:
+            raise ValueError(f"zarr writer got rows at {start}, expected {self._buf_start + self._buf_rows}")
+        self._buf.append(np.asarray(block, np.float16))
+        self._buf_rows += len(block)
+        if self._buf_rows >= self._rows:
+            self._flush(whole_chunks_only=True)
+
+    def _flush(self, whole_chunks_only: bool) -> None:
+        if not self._buf_rows:
+            return
+        data = np.concatenate(self._buf) if len(self._buf) > 1 else self._buf[0]
+        n = (len(data) // self._rows) * self._rows if whole_chunks_only else len(data)
+        if n:
+            self._arr[self._buf_start:self._buf_start + n] = data[:n]
+        rest = data[n:]
+        self._buf = [rest] if len(rest) else []
+        self._buf_start += n
+        self._buf_rows = len(rest)
+
+    def finish(self) -> None:
+        self._flush(whole_chunks_only=False)
+        self._attrs["complete"] = True
+        self._group.attrs.update(self._attrs)
+
+
+def create(path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]) -> ZarrWriter:
+    return ZarrWriter(Path(path), shape, columns, attrs)
+
+
+class ZarrReader:
+    """One finished .zarr store opened for reading."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._group = zarr.open_group(str(self.path), mode="r")
+            self._arr = self._group["features"]
+        except Exception as e:  # zarr raises several types for a folder that is not a group
+            raise StoreError(f"{self.path} is not a readable Zarr store ({e}); delete it and extract again") from None
+        self.attrs: dict[str, Any] = dict(self._group.attrs)
+        if "provenance" not in self.attrs:
+            raise StoreError(f"{self.path} is a Zarr group but not a vgsme store (no provenance)")
+        self.attrs["complete"] = bool(self.attrs.get("complete", False))
+        self.features_shape = tuple(int(s) for s in self._arr.shape)
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self._group[name][...])
+
+    def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
+        if stop > start:
+            out[:stop - start] = self._arr[start:stop]
+
+    def read_items_into(self, idx: np.ndarray, out: np.ndarray) -> None:
+        if len(idx):
+            out[:len(idx)] = self._arr.oindex[idx]
+
+    def read_audio_into(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
+        if not len(starts) or not lengths.sum():
+            return
+        # one orthogonal selection over all wanted frames: zarr then reads each touched chunk once
+        frames = np.concatenate([np.arange(s, s + n) for s, n in zip(starts.tolist(), lengths.tolist())])
+        rows = self._arr.oindex[frames]
+        valid = np.arange(out.shape[1])[None, :] < lengths[:, None]
+        out[valid] = rows
+
+    def nbytes_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def close(self) -> None:
+        pass
+
+
+def open_reader(path: Path) -> ZarrReader:
+    return ZarrReader(path)
