@@ -205,10 +205,10 @@ _digest_lock = threading.Lock()
 
 
 def file_digest(path: str | Path) -> str:
-    """blake2b-256 of a file's bytes, cached per (path, size, mtime_ns) for the life of the process.
+    """sha256 of a file's bytes, cached per (path, size, mtime_ns) for the life of the process.
 
-    blake2b rather than sha256 for the per-file digests: this machine's CPUs have no SHA extensions,
-    where blake2b is about twice as fast; the manifest itself is still a sha256.
+    The cache makes a second manifest hash (extraction of another language, a resumed run) cost only a
+    stat per file; a rewritten file gets a new mtime and is read again.
     """
     path = os.fspath(path)
     st = os.stat(path)
@@ -218,7 +218,7 @@ def file_digest(path: str | Path) -> str:
     if cached is not None:
         return cached
     with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=32)).hexdigest()
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     with _digest_lock:
         _digest_cache[key] = digest
     return digest
@@ -513,7 +513,7 @@ def _check_audio_file(line: int, row: dict[str, str], path: Path, start: float |
         if t is not None and t > duration + DURATION_TOLERANCE_S:
             problems.append(Problem(AUDIO_FILE, line, f"{column} {row[column]} s is beyond the end of "
                                     f"{row['path']} ({duration:.3f} s long)",
-                                    "check the alignment times and that the path names the aligned file"))
+                                    "check the alignment times, that the path names the aligned file and that it is not truncated"))
             return False
     if start is not None and end is None and start >= duration:
         problems.append(Problem(AUDIO_FILE, line, f"start {row['start']} s is at or past the end of "

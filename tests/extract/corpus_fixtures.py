@@ -160,3 +160,36 @@ def _picture(rng: np.random.Generator, concept_index: int, on_white: bool, size:
     (draw.ellipse, draw.rectangle, draw.pieslice)[concept_index % 3](
         box, fill=colour, **({"start": 30, "end": 330} if concept_index % 3 == 2 else {}))
     return image
+
+
+def _bench(folder: Path) -> dict[str, float]:
+    """Build (once) a corpus of about 6,000 rows and time loading it and hashing its manifest."""
+    import time
+
+    from extract.corpus import load_corpus
+
+    if not (folder / "images.csv").is_file():
+        write_tiny_corpus(folder, langs=("en", "fr", "nl"), familiar=13, novel=19,
+                          tokens_per_split={"train": 80, "valid": 20, "test": 20},
+                          images_per_split={"train": 8, "valid": 2, "test": 4})
+    t0 = time.perf_counter()
+    corpus = load_corpus(folder)
+    t1 = time.perf_counter()
+    corpus.manifest_hash()
+    t2 = time.perf_counter()
+    corpus.manifest_hash()
+    t3 = time.perf_counter()
+    media = {a.path for a in corpus.audio} | {i.path for i in corpus.images}
+    return {"rows": len(corpus.concepts) + len(corpus.audio) + len(corpus.images),
+            "media_files": len(media), "media_mb": round(sum(p.stat().st_size for p in media) / 1e6, 1),
+            "load_s": round(t1 - t0, 3), "manifest_hash_first_s": round(t2 - t1, 3),
+            "manifest_hash_cached_s": round(t3 - t2, 3)}
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Time load_corpus and manifest_hash on a ~6,000-row corpus.")
+    parser.add_argument("--bench", type=Path, required=True, help="folder for the benchmark corpus (built once)")
+    print(json.dumps(_bench(parser.parse_args().bench)))
