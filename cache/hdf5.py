@@ -70,6 +70,7 @@ class HDF5Reader:
             self.attrs["positions"] = None
         self._ds = self._f["features"]
         self.features_shape = tuple(int(s) for s in self._ds.shape)
+        self.features_dtype = np.dtype(self._ds.dtype)
 
     def column(self, name: str) -> np.ndarray:
         return self._f[name][()]

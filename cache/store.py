@@ -203,6 +203,7 @@ class BackendReader(Protocol):
     path: Path
     attrs: dict[str, Any]         # provenance (dict), committed, complete, modality, dim, positions
     features_shape: tuple[int, ...]
+    features_dtype: np.dtype
 
     def column(self, name: str) -> np.ndarray: ...                       # a whole small array
     def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None: ...   # features[start:stop]
@@ -323,6 +324,11 @@ class FeatureStore:
 
     def nbytes_on_disk(self) -> int:
         return sum(f.nbytes_on_disk() for f in self._files)
+
+    @property
+    def files(self) -> list[BackendReader]:
+        """The backend files (one per shard), for checks that look below the interface (verify, info)."""
+        return list(self._files)
 
     def _check_indices(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -87,6 +87,7 @@ class ZarrReader:
             raise StoreError(f"{self.path} is a Zarr group but not a vgsme store (no provenance)")
         self.attrs["complete"] = bool(self.attrs.get("complete", False))
         self.features_shape = tuple(int(s) for s in self._arr.shape)
+        self.features_dtype = np.dtype(self._arr.dtype)
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self._group[name][...])
