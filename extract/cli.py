@@ -1,0 +1,117 @@
+"""``extract-features``: a thin click shell over :func:`extract.run.extract_store`."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import click
+
+from cache.layout import SUFFIX_FORMAT, cache_dir
+from extract.corpus import load_corpus, resolve_corpus
+from extract.encoders.registry import (
+    DEFAULT_AUDIO_ENCODER,
+    DEFAULT_IMAGE_ENCODER,
+    PAPER_AUDIO_ENCODER,
+    PAPER_IMAGE_ENCODER,
+    load_encoder,
+)
+from extract.run import extract_store
+
+
+def parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise click.BadParameter(f"{value!r}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return int(match[1]), int(match[2])
+
+
+def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modality: str | None, do_all: bool,
+              ) -> list[tuple[str, str | None]]:
+    """The (modality, language) stores asked for, audio first."""
+    if do_all:
+        if langs or modality:
+            raise click.UsageError("--all already means every language and the images: drop --lang/--modality")
+        return [("audio", lang) for lang in corpus_languages] + [("image", None)]
+    if modality == "image":
+        if langs:
+            raise click.UsageError("images are extracted once for all languages: drop --lang with --modality image")
+        return [("image", None)]
+    if not langs:
+        raise click.UsageError("say what to extract: --lang LANG (audio), --modality image, or --all")
+    unknown = [lang for lang in langs if lang not in corpus_languages]
+    if unknown:
+        raise click.UsageError(f"language(s) {', '.join(unknown)} not in the corpus (it has: {', '.join(corpus_languages)})")
+    return [("audio", lang) for lang in langs]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--lang", "langs", multiple=True, metavar="LANG",
+              help="Extract the audio of this language (repeatable), e.g. --lang fr.")
+@click.option("--modality", type=click.Choice(["audio", "image"]), default=None,
+              help="audio (needs --lang) or image (once for all languages).")
+@click.option("--all", "do_all", is_flag=True, help="Every language of the corpus, then the images.")
+@click.option("--corpus", default="demo",
+              help="Corpus name (under $VGSME_HOME/corpora) or path to a corpus folder.")
+@click.option("--encoder", default=None,
+              help=f"Encoder for the chosen modality: a short name ({DEFAULT_AUDIO_ENCODER}, {DEFAULT_IMAGE_ENCODER}; "
+                   f"the paper's {PAPER_AUDIO_ENCODER}, {PAPER_IMAGE_ENCODER}), a Hugging Face hub id or a local "
+                   f"model folder. Default: {DEFAULT_AUDIO_ENCODER} for audio, {DEFAULT_IMAGE_ENCODER} for images.")
+@click.option("--audio-encoder", default=DEFAULT_AUDIO_ENCODER, help="Audio encoder when --encoder is not given (e.g. with --all).")
+@click.option("--image-encoder", default=DEFAULT_IMAGE_ENCODER, help="Image encoder when --encoder is not given (e.g. with --all).")
+@click.option("--layer", type=int, default=None,
+              help="Hidden state to store (0 = input embeddings; default: the final output). Not with --all.")
+@click.option("--format", "fmt", type=click.Choice(["hdf5", "zarr"]), default=None,
+              help="Store backend. [default: hdf5, or the suffix of --out]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="A store path (.h5/.zarr) when one store is written, or a folder for the stores. "
+                   "[default: $VGSME_HOME/cache/<corpus>/]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="Where the encoder runs (auto = CUDA when available).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16,
+              help="Items per forward pass and per committed batch (audio batches are length-sorted).")
+@click.option("--shard", callback=parse_shard, default=None, metavar="K/N",
+              help="Extract only shard K of N (round-robin) into its own store; readers open the N shards as one.")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave out unreadable/empty/too-short items (listed in the store) instead of stopping.")
+@click.option("--force", is_flag=True,
+              help="Rebuild a store that was made from other inputs (encoder, layer, corpus) instead of refusing.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, image_encoder, layer, fmt, out, device,
+                     batch_size, shard, skip_bad, force, quiet) -> None:
+    """Run frozen encoders once over a corpus and write float16 feature stores.
+
+    \b
+    extract-features --lang fr            French audio of the demo corpus, default encoder
+    extract-features --modality image     the images (shared by all languages)
+    extract-features --all                every language and the images
+    extract-features --lang en --encoder wavlm-base-plus --device cuda   the paper's audio encoder
+
+    An interrupted run resumes when rerun with the same options; a complete store that matches is left as is.
+    Prints the path of each store.
+    """
+    logging.basicConfig(level=logging.INFO if not quiet else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if do_all and encoder:
+        raise click.UsageError("with --all choose encoders with --audio-encoder / --image-encoder")
+    if do_all and layer is not None:
+        raise click.UsageError("--layer applies to one encoder: extract audio and images separately to use it")
+    try:
+        root = resolve_corpus(corpus)
+        loaded = load_corpus(root, check_media=not skip_bad)
+        jobs = plan_jobs(loaded.languages, tuple(langs), modality, do_all)
+        if out is not None and out.suffix in SUFFIX_FORMAT and len(jobs) > 1:
+            raise click.UsageError(f"--out {out} names one store but {len(jobs)} are to be written: give a folder")
+        target = out if out is not None else cache_dir(loaded.name)
+        encoders = {}
+        for job_modality, lang in jobs:
+            name = encoder or (audio_encoder if job_modality == "audio" else image_encoder)
+            if name not in encoders:
+                encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device)
+            path = extract_store(loaded, job_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
+                                 shard=shard, skip_bad=skip_bad, force=force, progress=not quiet)
+            click.echo(str(path))
+    except ValueError as error:  # every error a user can cause (corpus, encoder, media, store provenance)
+        raise click.ClickException(str(error)) from error
