@@ -53,7 +53,7 @@ node_modules/.installed: package.json package-lock.json
 demo: venv system-deps npm-deps
 	$(BIN)/vgsme-demo-corpus
 	$(BIN)/extract-features --corpus demo --all
-	$(BIN)/train-heads --corpus demo --configs en fr nl en-fr en-nl fr-nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
+	$(BIN)/train-heads --corpus demo --configs en fr nl en+fr en+nl fr+nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
 	$(BIN)/analyse all --study demo
 
 test: venv test-system-deps npm-deps
