@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
 import json
 import math
 import os
@@ -271,7 +272,7 @@ def load_corpus(root: str | os.PathLike, check_media: bool = True) -> Corpus:
     ``check_media=False`` checks the tables only: for tools that meet bad media one item at a time
     themselves (``extract-features --skip-bad``).
     """
-    root = Path(root)
+    root = Path(root).absolute()  # item paths stay valid if the caller changes directory
     problems: list[Problem] = []
     if not root.is_dir():
         raise CorpusError(root, [Problem(str(root), None, "corpus folder does not exist",
@@ -295,29 +296,40 @@ def _read_table(root: Path, name: str, required: Sequence[str], problems: list[P
         problems.append(Problem(name, None, f"{path} is missing",
                                 f"write {name} with the columns {', '.join(required)} (see docs/corpus-format.md)"))
         return None
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            problems.append(Problem(name, 1, f"missing column(s) {', '.join(missing)}",
-                                    f"the header must contain {', '.join(required)}"))
-            return None
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            problems.append(Problem(name, 1, f"duplicate column(s) {', '.join(dupes)}",
-                                    "give every column a distinct name"))
-            return None
-        rows = []
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        problems.append(Problem(name, data[:e.start].count(b"\n") + 1, f"not UTF-8 text (byte {e.start})",
+                                "save the table as UTF-8 (e.g. iconv -f latin1 -t utf-8)"))
+        return None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+        problems.append(Problem(name, 1, f"missing column(s) {', '.join(missing)}",
+                                f"the header must contain {', '.join(required)}"))
+        return None
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        problems.append(Problem(name, 1, f"duplicate column(s) {', '.join(dupes)}",
+                                "give every column a distinct name"))
+        return None
+    rows = []
+    end = 1  # the line the previous record ended on: a record (quoted newlines) may span several
+    try:
         for cells in reader:
+            line, end = end + 1, reader.line_num
             if not any(c.strip() for c in cells):
                 continue  # blank line
-            line = reader.line_num
             if len(cells) != len(header):
                 problems.append(Problem(name, line, f"{len(cells)} cells for {len(header)} columns",
                                         "quote cells that contain commas; give every row one cell per column"))
                 continue
             rows.append((line, {h: c.strip() for h, c in zip(header, cells)}))
+    except csv.Error as e:  # e.g. a NUL byte or an unterminated quote; the rows after it cannot be trusted
+        problems.append(Problem(name, end + 1, f"unreadable CSV: {e}",
+                                "fix the quoting on this line (and check the file is a text CSV)"))
     return header, rows
 
 
@@ -383,12 +395,17 @@ class _MediaChecker:
     def audio_duration(self, path: Path) -> float | str:
         key = os.fspath(path)
         if key not in self._audio:
-            try:  # opening reads the header only; soundfile.info also formats names we do not need (2x slower)
-                with soundfile.SoundFile(key) as f:
-                    self._audio[key] = f.frames / f.samplerate if f.samplerate > 0 else "sample rate 0"
-            except Exception as e:  # libsndfile's errors name the problem; keep its words
-                self._audio[key] = " ".join(str(e).split()) or type(e).__name__
+            self._audio[key] = _probe_audio(key)
         return self._audio[key]
+
+
+def _probe_audio(path: str) -> float | str:
+    """Duration in seconds from the header, or why the file cannot be read."""
+    try:  # opening reads the header only; soundfile.info also formats names we do not need (2x slower)
+        with soundfile.SoundFile(path) as f:
+            return f.frames / f.samplerate if f.samplerate > 0 else "sample rate 0"
+    except Exception as e:  # libsndfile's errors name the problem; keep its words
+        return " ".join(str(e).split()) or type(e).__name__
 
 
 def _parse_time(value: str) -> float | None | str:

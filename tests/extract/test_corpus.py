@@ -256,6 +256,21 @@ def test_wrong_number_of_cells(corpus_dir):
     assert only_problem(corpus_dir).startswith("images.csv line 27: 4 cells for 5 columns")
 
 
+def test_non_utf8_table_and_broken_quoting(corpus_dir):
+    data = (corpus_dir / "concepts.csv").read_bytes().replace(b"chien", "ch\u00efen".encode("latin-1"))
+    (corpus_dir / "concepts.csv").write_bytes(data)
+    with open(corpus_dir / "images.csv", "a", encoding="utf-8") as f:
+        f.write('img-x,dog,"images/img-dog-train-0.png,drawn-a,train\n')  # a quote never closed...
+        f.write("img-y,dog,images/img-dog-train-1.png,drawn-b,train\n")   # ...swallows the lines after it
+    lines = problems_of(corpus_dir)
+    assert lines[0].startswith("concepts.csv line 2: not UTF-8 text")
+    assert lines[1].startswith("images.csv line 27: 3 cells for 5 columns; fix: quote cells")
+    with open(corpus_dir / "images.csv", "a", encoding="utf-8") as f:
+        f.write("x" * 200_000 + "\n")  # past the csv module's field size limit
+    assert any(line.startswith("images.csv line 27: unreadable CSV: field larger than field limit")
+               for line in problems_of(corpus_dir))
+
+
 def test_every_bad_row_is_listed_at_once(corpus_dir):
     edit(corpus_dir, "audio.csv", lambda rows: [r.update(concept="zebra") for r in rows[:30]])
     edit(corpus_dir, "images.csv", lambda rows: rows[2].update(split="x"))
@@ -317,3 +332,12 @@ def test_resolve_corpus_by_name_and_path(vgsme_home, corpus_dir):
     assert str(vgsme_home / "corpora" / "demo") in message and "vgsme-demo-corpus" in message
     with pytest.raises(CorpusError, match="nowhere"):
         resolve_corpus("./nowhere")
+
+
+def test_line_numbers_count_physical_lines_across_quoted_newlines(corpus_dir):
+    rows = read_rows(corpus_dir / "concepts.csv")
+    rows[0]["note"] = "first line\nsecond line"
+    rows[2]["kind"] = "sometimes"
+    write_rows(corpus_dir / "concepts.csv", rows, ["concept", "kind", "en", "fr", "note"])
+    lines = problems_of(corpus_dir)
+    assert lines[0].startswith("concepts.csv line 5: bad kind 'sometimes' for concept 'cow'")
