@@ -13,7 +13,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import BytesCodec
+from zarr.codecs.bytes import Endian
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
+from .rawio import RawRows
 from .store import StoreError
 
 CHUNK_BYTES = 8 << 20
@@ -87,21 +91,33 @@ class ZarrReader:
             raise StoreError(f"{self.path} is a Zarr group but not a vgsme store (no provenance)")
         self.attrs["complete"] = bool(self.attrs.get("complete", False))
         self.features_shape = tuple(int(s) for s in self._arr.shape)
+        self._raw = _raw_rows(self.path, self._arr)
         self.features_dtype = np.dtype(self._arr.dtype)
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self._group[name][...])
 
     def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
-        if stop > start:
+        if stop <= start:
+            return
+        if self._raw is not None:
+            self._raw.read_runs(np.array([start]), np.array([stop - start]), [out[:stop - start]])
+        else:
             out[:stop - start] = self._arr[start:stop]
 
     def read_items_into(self, idx: np.ndarray, out: np.ndarray) -> None:
-        if len(idx):
+        if not len(idx):
+            return
+        if self._raw is not None:
+            self._raw.read_runs(idx, np.ones(len(idx), np.int64), [out[j:j + 1] for j in range(len(idx))])
+        else:
             out[:len(idx)] = self._arr.oindex[idx]
 
     def read_audio_into(self, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> None:
         if not len(starts) or not lengths.sum():
+            return
+        if self._raw is not None:
+            self._raw.read_runs(starts, lengths, [out[j] for j in range(len(starts))])
             return
         # one orthogonal selection over all wanted frames: zarr then reads each touched chunk once
         frames = np.concatenate([np.arange(s, s + n) for s, n in zip(starts.tolist(), lengths.tolist())])
@@ -114,6 +130,23 @@ class ZarrReader:
 
     def close(self) -> None:
         pass
+
+
+def _raw_rows(path: Path, arr: zarr.Array) -> RawRows | None:
+    """Positioned reads inside the chunk files when chunks are plain little-endian float16 bytes, split
+    along the first axis only, under the default `c/i/0/...` chunk keys; None otherwise (zarr reads then)."""
+    meta = arr.metadata
+    codecs = getattr(meta, "codecs", ())
+    key = getattr(meta, "chunk_key_encoding", None)
+    plain = (len(codecs) == 1 and isinstance(codecs[0], BytesCodec) and codecs[0].endian in (Endian.little, None)
+             and isinstance(key, DefaultChunkKeyEncoding) and key.separator == "/"
+             and tuple(arr.chunks[1:]) == tuple(arr.shape[1:]) and np.dtype(arr.dtype) == np.dtype("<f2")
+             and (path / "features" / "zarr.json").exists())
+    if not plain:
+        return None
+    tail = "/0" * (len(arr.shape) - 1)
+    folder = path / "features" / "c"
+    return RawRows(lambda k: folder / f"{k}{tail}", 0, arr.chunks[0], arr.shape[1:], arr.shape[0])
 
 
 def open_reader(path: Path) -> ZarrReader:

@@ -1,0 +1,80 @@
+"""Reading rows of an uncompressed float16 array straight from its file(s) with positioned reads.
+
+Both backends store features uncompressed, so a row's bytes sit at a known place: in HDF5 at the
+contiguous dataset's offset plus row x row_bytes; in Zarr v3 at (row mod rows-per-chunk) x row_bytes inside
+the chunk's file. Reading those bytes with `os.preadv` straight into the caller's (preallocated) array skips
+the libraries' per-call overhead and extra copies, and a small thread pool keeps several reads in flight:
+measured on this project's machine, threaded `preadv` read a cold 720-image batch in 150 ms against 296 ms
+for h5py's best selection and 1317 ms for the per-item float32 layout (docs/cache.md). The backends check
+that the layout really is this simple (no filters, little-endian float16) and otherwise use the library.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+THREADS = 8
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="vgsme-read")
+    return _pool
+
+
+def _pread_into(path: Path | None, offset: int, dest: np.ndarray) -> None:
+    """Fill `dest` (C-contiguous) with the bytes at `offset` of `path`; a missing chunk file reads as zeros."""
+    if path is None or not path.exists():
+        dest[...] = 0
+        return
+    view = memoryview(dest).cast("B")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < len(view):
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise OSError(f"{path}: short read at byte {offset + done} (file truncated?)")
+            done += n
+    finally:
+        os.close(fd)
+
+
+class RawRows:
+    """Rows of shape `row_shape` (float16), row r in `file_of(r // rows_per_file)` at
+    `base + (r % rows_per_file) * row_bytes`."""
+
+    def __init__(self, file_of: Callable[[int], Path | None], base: int, rows_per_file: int,
+                 row_shape: tuple[int, ...], n_rows: int):
+        self.file_of, self.base, self.rows_per_file = file_of, int(base), int(rows_per_file)
+        self.row_bytes = int(np.prod(row_shape)) * 2
+        self.n_rows = int(n_rows)
+
+    def _pieces(self, start: int, stop: int, dest: np.ndarray) -> list[tuple[Path | None, int, np.ndarray]]:
+        out = []
+        r = start
+        while r < stop:
+            k, within = divmod(r, self.rows_per_file)
+            end = min(stop, (k + 1) * self.rows_per_file)
+            out.append((self.file_of(k), self.base + within * self.row_bytes, dest[r - start:end - start]))
+            r = end
+        return out
+
+    def read_runs(self, starts: np.ndarray, lengths: np.ndarray, dests: list[np.ndarray]) -> None:
+        """Rows [starts[j], starts[j] + lengths[j]) into dests[j] (each C-contiguous), reads in parallel."""
+        pieces = []
+        for s, n, d in zip(starts.tolist(), lengths.tolist(), dests):
+            if n:
+                pieces += self._pieces(s, s + n, d)
+        if len(pieces) < 4:
+            for p in pieces:
+                _pread_into(*p)
+            return
+        for f in [_executor().submit(_pread_into, *p) for p in pieces]:
+            f.result()
