@@ -92,8 +92,11 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
     An interrupted run resumes when rerun with the same options; a complete store that matches is left as is.
     Prints the path of each store.
     """
-    logging.basicConfig(level=logging.INFO if not quiet else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars would bury ours
     if do_all and encoder:
         raise click.UsageError("with --all choose encoders with --audio-encoder / --image-encoder")
     if do_all and layer is not None:
@@ -115,3 +118,7 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
             click.echo(str(path))
     except ValueError as error:  # every error a user can cause (corpus, encoder, media, store provenance)
         raise click.ClickException(str(error)) from error
+
+
+if __name__ == "__main__":
+    extract_features()
