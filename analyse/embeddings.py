@@ -82,8 +82,9 @@ def plot_projection(frame: pd.DataFrame, path: Path, title: str) -> Path:
         for (modality, lang), group in part.groupby(["modality", "lang"], sort=True):
             colours = ["#b0b0b0" if k == "novel" else palette[c] for k, c in zip(group["kind"], group["concept"])]
             marker = "x" if modality == "image" else markers[lang]
+            edge = {} if marker == "x" else {"edgecolors": "white"}
             ax.scatter(group["x"], group["y"], c=colours, marker=marker, s=14, linewidths=0.8 if marker == "x" else 0.3,
-                       edgecolors="none" if marker == "x" else "white", alpha=0.85)
+                       alpha=0.85, **edge)
     handles = [Line2D([], [], marker="o", ls="", color=colour, label=c, markersize=6) for c, colour in palette.items()]
     handles.append(Line2D([], [], marker="o", ls="", color="#b0b0b0", label="novel", markersize=6))
     handles += [Line2D([], [], marker=markers[lang], ls="", color="black", label=f"audio {lang}", markersize=6, mfc="none") for lang in langs]
@@ -97,3 +98,30 @@ def plot_projection(frame: pd.DataFrame, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------------------------------ binding to runs
+def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: int = 0, tsne: bool = True) -> dict[str, Path]:
+    """PCA (and, with `tsne`, t-SNE) tables and figures and the modality gap of one run, under analysis/."""
+    from analyse.export import run_embeddings
+    from analyse.study import write_csv
+
+    embedded = run_embeddings(run, device)
+    out = run.analysis_dir
+    label = f"{run.train_langs.upper()} w{run.width} seed {run.seed}"
+    pca, ratio = pca_projection(embedded)
+    gap = modality_gap(embedded)
+    for key, value in reversed(list(run.labels().items())):
+        gap.insert(0, key, value)
+    written = {
+        "pca": write_csv(pca, out / "pca.csv"),
+        "pca_figure": plot_projection(pca, out / "pca.png", f"PCA of audio and image embeddings — {label}\n"
+                                      f"(PC1 {100 * ratio[0]:.0f} %, PC2 {100 * ratio[1]:.0f} % of variance)"),
+        "modality_gap": write_csv(gap, out / "modality_gap.csv"),
+    }
+    if tsne:
+        audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
+        projection = tsne_projection(audio, perplexity=perplexity, seed=seed)
+        written["tsne"] = write_csv(projection, out / "tsne.csv")
+        written["tsne_figure"] = plot_projection(projection, out / "tsne.png", f"t-SNE of audio embeddings — {label}")
+    return written

@@ -95,3 +95,46 @@ def load_embedded(analysis_dir: Path) -> tuple[Embedded, str] | None:
                                       and np.array_equal(items["modality"].to_numpy(dtype=str), modality)):
         return None  # the pair is from two different exports (interrupted run): recompute
     return Embedded(items, vectors), sha
+
+
+# ------------------------------------------------------------------------------------------ binding to runs
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file: saved with the embeddings so a retrained run is re-embedded."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embed_run(run, device: str = "cpu") -> Embedded:
+    """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint."""
+    from analyse.study import items_frame, open_store
+    from train.embed import embed_store
+    from train.model import TwoTower
+
+    model = TwoTower.from_run(run.path, "best").to(device)
+    parts = []
+    for modality, paths in [("audio", p) for p in run.audio_stores.values()] + [("image", run.image_store)]:
+        store = open_store(paths)
+        items = items_frame(store, modality)
+        test = np.flatnonzero(items["split"].to_numpy() == "test")
+        if len(test) == 0:
+            raise ValueError(f"store {paths[0]} has no test items; the analyses need a test split")
+        vectors = embed_store(model, store, test, device=device)
+        parts.append(Embedded(items.iloc[test], l2_normalise(vectors)))
+    return Embedded.concat(parts)
+
+
+def run_embeddings(run, device: str = "cpu", force: bool = False) -> Embedded:
+    """The run's test embeddings: from `analysis/embeddings.npz` when made with the current checkpoint,
+    else computed (once) and saved there."""
+    sha = checkpoint_sha256(run.checkpoint)
+    saved = None if force else load_embedded(run.analysis_dir)
+    if saved is not None and saved[1] == sha:
+        return saved[0]
+    embedded = embed_run(run, device)
+    save_embedded(embedded, run.analysis_dir, sha)
+    return embedded

@@ -93,3 +93,15 @@ def to_latex(table: pd.DataFrame) -> str:
         lines.append(" & ".join(row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ binding to runs
+def study_table(runs, out_dir) -> dict[str, "Path"]:
+    """table1.csv, table1.md and table1.tex from the runs' accuracy.csv files."""
+    from analyse.study import write_csv, write_text
+    from analyse.tests import collect
+
+    table = table1(collect(runs, "accuracy.csv"))
+    return {"table1": write_csv(table, out_dir / "table1.csv"),
+            "table1_md": write_text(to_markdown(table), out_dir / "table1.md"),
+            "table1_tex": write_text(to_latex(table), out_dir / "table1.tex")}

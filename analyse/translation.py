@@ -52,3 +52,61 @@ def translation_probe(
                 )
                 rows.append((representation, query_lang, centroid_lang, kind, int(q.sum()), n_concepts, acc, 100.0 / n_concepts))
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------ binding to runs
+def time_averaged_features(store, indices: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Mean over each item's frames of its raw encoder features (float32), read in batches."""
+    out = np.empty((len(indices), store.dim), np.float32)
+    for start in range(0, len(indices), batch):
+        x, lengths = store.read(indices[start:start + batch])
+        sums = x.astype(np.float32).sum(axis=1)  # padding is zero, so the sum is over real frames
+        out[start:start + len(lengths)] = sums / np.maximum(lengths, 1)[:, None]
+    return out
+
+
+def raw_probe(run) -> pd.DataFrame:
+    """The probe on time-averaged encoder features of the run's audio stores' test items."""
+    from analyse.study import items_frame, open_store
+
+    vectors, items = [], []
+    for paths in run.audio_stores.values():
+        store = open_store(paths)
+        frame = items_frame(store, "audio")
+        test = np.flatnonzero(frame["split"].to_numpy() == "test")
+        vectors.append(time_averaged_features(store, test))
+        items.append(frame.iloc[test])
+    return translation_probe(np.concatenate(vectors), pd.concat(items, ignore_index=True), list(run.langs), "raw features")
+
+
+def study_translation(runs, out_dir: Path, device: str = "cpu") -> dict[str, Path]:
+    """The probe for every run with two or more languages, on its embeddings and on raw features."""
+    from analyse.export import run_embeddings
+    from analyse.study import write_csv
+
+    frames, raw_cache = [], {}
+    for run in runs:
+        if len(run.langs) < 2:
+            continue
+        embedded = run_embeddings(run, device)
+        audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
+        model = translation_probe(audio.vectors, audio.items, list(run.langs), "model")
+        key = tuple(run.audio_stores.values())
+        if key not in raw_cache:  # the baseline depends only on the stores, not on the model
+            raw_cache[key] = raw_probe(run)
+        rows = pd.concat([model, raw_cache[key]], ignore_index=True)
+        write_csv(rows, run.analysis_dir / "translation.csv")
+        for k, value in reversed(list(run.labels().items())):
+            rows.insert(0, k, value)
+        frames.append(rows)
+    if not frames:
+        return {}
+    per_run = pd.concat(frames, ignore_index=True)
+    keys = ["train_langs", "width", "representation", "query_lang", "centroid_lang", "kind"]
+    summary = (per_run.groupby(keys, sort=False)
+               .agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), chance=("chance", "first"),
+                    n_items=("n_items", "first"), n_seeds=("seed", "nunique"))
+               .reset_index())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {"translation_per_run": write_csv(per_run, out_dir / "translation_per_run.csv"),
+            "translation": write_csv(summary, out_dir / "translation.csv")}

@@ -104,7 +104,31 @@ def plot_variance(per_run: pd.DataFrame, path: Path, n_boot: int = 2000, seed: i
     )
     grid.set_titles(col_template="{col_name}", row_template="{row_name}")
     grid.set_axis_labels("", "tr(cov)")
-    grid.figure.tight_layout()
+    sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
+    grid.figure.tight_layout(rect=(0, 0, 1, 0.95))
     grid.figure.savefig(path, dpi=110)
     plt.close(grid.figure)
     return path
+
+
+# ------------------------------------------------------------------------------------------ binding to runs
+def study_variance(runs, out_dir: Path, device: str = "cpu", per_concept: int = DEFAULT_PER_CONCEPT,
+                   seed: int = 0) -> dict[str, Path]:
+    """Per-run variances (each run's analysis/variance.csv), their summary over seeds and the figure."""
+    from analyse.export import run_embeddings
+    from analyse.study import write_csv
+
+    frames = []
+    for run in runs:
+        rows = variance_rows(run_embeddings(run, device), per_concept, seed)
+        write_csv(rows, run.analysis_dir / "variance.csv")
+        for key, value in reversed(list(run.labels().items())):
+            rows.insert(0, key, value)
+        frames.append(rows)
+    per_run = pd.concat(frames, ignore_index=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "variance_per_run": write_csv(per_run, out_dir / "variance_per_run.csv"),
+        "variance": write_csv(summarise(per_run, seed=seed), out_dir / "variance.csv"),
+        "variance_figure": plot_variance(per_run, out_dir / "variance.png", seed=seed),
+    }

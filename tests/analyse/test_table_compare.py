@@ -80,3 +80,16 @@ def test_holm_matches_hand_computation():
     p = np.array([0.01, 0.04, 0.03, np.nan, 0.5])
     # sorted 0.01, 0.03, 0.04, 0.5 → ×4, ×3, ×2, ×1 = 0.04, 0.09, 0.08→0.09 (monotone), 0.5
     assert np.allclose(holm(p), [0.04, 0.09, 0.09, np.nan, 0.5], equal_nan=True)
+
+
+def test_sign_flip_test_agrees_with_scipy_exact_permutation():
+    from scipy import stats
+
+    from analyse.compare import sign_flip_test
+
+    diff = np.array([1, 1, 0.5, 1, -0.5, 1, 0, 1, 0.5, -1, 1, 0.5])
+    exact = stats.permutation_test((diff,), np.mean, permutation_type="samples", n_resamples=np.inf,
+                                   alternative="two-sided").pvalue  # all 2^12 sign patterns
+    ours = sign_flip_test(diff, 40_000, np.random.default_rng(0))
+    assert 0.005 < exact < 0.2
+    assert ours == pytest.approx(exact, abs=0.005)

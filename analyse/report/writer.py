@@ -1,0 +1,255 @@
+"""One self-contained HTML page for a study: tables, figures (inlined PNG) and every run's provenance.
+
+The page is assembled from the files the other commands wrote (the study's CSVs and figures in the
+report folder, each run's analysis/ folder), so it never computes a number itself: what it shows is
+what the CSVs say. A section whose inputs are missing says which command makes them.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from analyse.study import first_seed_runs
+from analyse.table import DISPLAY_HEADER, display_rows
+
+LANG_NAMES = {"en": "English", "fr": "French", "nl": "Dutch"}
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_esc(alt)}">'
+
+
+def _figure(path: Path, alt: str, caption: str) -> str:
+    return f"<figure>{_img(path, alt)}<figcaption>{caption}</figcaption></figure>"
+
+
+def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), row_classes: list[str] | None = None,
+           cls: str = "") -> str:
+    """An HTML table; cells are escaped here, so callers pass plain text."""
+    head = "".join(f'<th class="num">{_esc(h)}</th>' if i in numeric else f"<th>{_esc(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        tr_cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        cells = "".join(f'<td class="num">{_esc(c)}</td>' if i in numeric else f"<td>{_esc(c)}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{tr_cls}>{cells}</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _missing(what: str, command: str) -> str:
+    return f'<p class="missing">No {_esc(what)} yet: run <code>{_esc(command)}</code>.</p>'
+
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or np.isnan(p):
+        return "–"
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+# ------------------------------------------------------------------------------------------------ sections
+def section_table1(out_dir: Path) -> str:
+    path = out_dir / "table1.csv"
+    if not path.exists():
+        return _missing("Table 1", "analyse table")
+    table = pd.read_csv(path, dtype={"train_langs": str, "test_lang": str})
+    rows = display_rows(table)
+    groups = list(zip(table["test_lang"], table["width"]))
+    classes = ["group-start" if i and groups[i] != groups[i - 1] else "" for i in range(len(groups))]
+    return (_table(DISPLAY_HEADER, rows, numeric={2, 3, 4, 5}, row_classes=classes)
+            + '<p class="note">Mean accuracy (%) ± standard error over seeds (sample standard deviation, ddof = 1, '
+              "divided by √n). Familiar: query and both images from familiar concepts. ME: query and positive image "
+              "from a novel concept, negative image from a familiar one; 50 % means no bias. "
+              "Files: <code>table1.csv</code>, <code>table1.md</code>, <code>table1.tex</code>.</p>")
+
+
+def section_compare(out_dir: Path) -> str:
+    path = out_dir / "comparisons.csv"
+    if not path.exists():
+        return _missing("comparisons", "analyse compare")
+    data = pd.read_csv(path, dtype={"bilingual": str, "monolingual": str, "test_lang": str})
+    if data.empty:
+        return '<p class="note">No comparison possible: the study needs a monolingual run and a bilingual run sharing its language and width.</p>'
+    header = ["Test", "Width", "Bilingual", "Monolingual", "Bi ME (%)", "Mono ME (%)", "Δ (pp) [95 % CI]", "p",
+              "p (Holm)", "q (BH)", "Significant", "Expected direction", "p (seed level)"]
+    rows = [[r.test_lang.upper(), str(r.width), r.bilingual.upper().replace("+", ", "), r.monolingual.upper(),
+             _fmt(r.bilingual_acc), _fmt(r.monolingual_acc), f"{r.diff_pp:+.1f} [{r.ci_low_pp:+.1f}, {r.ci_high_pp:+.1f}]",
+             _fmt_p(r.p_value), _fmt_p(r.p_holm), _fmt_p(r.q_bh), "yes" if r.significant else "no",
+             "yes" if r.expected_direction else "no", _fmt_p(r.p_seed_level)] for r in data.itertuples()]
+    n_sig = int((data["significant"] & data["expected_direction"]).sum())
+    n_dir = int((~data["significant"] & data["expected_direction"]).sum())
+    summary = (f"<p>{len(data)} comparisons: <strong>{n_sig}</strong> significantly lower ME in the bilingual model "
+               f"(Holm-adjusted p &lt; 0.05), <strong>{n_dir}</strong> lower but not significantly, "
+               f"{len(data) - n_sig - n_dir} higher or significantly higher.</p>")
+    note = ('<p class="note">Test: two-sided sign-flip permutation test over the shared ME trials on the per-trial '
+            "difference of seed-averaged correctness (bilingual − monolingual); Δ is that mean difference in percentage "
+            "points with a 95 % paired bootstrap interval over trials. Holm's correction controls the family-wise error "
+            "over the rows of this table; q (BH) is the Benjamini–Hochberg false discovery rate. The seed-level column "
+            "is an exact permutation test on per-seed accuracies, which counts training runs as the unit (low power with "
+            "few seeds). See docs/analyses.md. File: <code>comparisons.csv</code>.</p>")
+    classes = ["sig" if s else "" for s in data["significant"]]
+    return summary + _table(header, rows, numeric={1, 4, 5, 6, 7, 8, 9, 12}, row_classes=classes) + note
+
+
+def section_variance(out_dir: Path) -> str:
+    fig = out_dir / "variance.png"
+    if not fig.exists():
+        return _missing("variance analysis", "analyse variance")
+    return _figure(fig, "variance of familiar and novel samples",
+                   "Trace of the covariance of L2-normalised test embeddings (≤ 30 items per concept and language), "
+                   "over all samples (top) and within each concept, averaged over concepts (bottom); bars are means over "
+                   "seeds, error bars 95 % bootstrap intervals over seeds. File: <code>variance.csv</code>.")
+
+
+def section_embeddings(runs) -> str:
+    parts = []
+    for run in first_seed_runs(runs):
+        figs = [(run.analysis_dir / "pca.png", "PCA"), (run.analysis_dir / "tsne.png", "t-SNE")]
+        figs = [(p, a) for p, a in figs if p.exists()]
+        if not figs:
+            continue
+        gap = run.analysis_dir / "modality_gap.csv"
+        gap_text = ""
+        if gap.exists():
+            g = pd.read_csv(gap).set_index("kind")["modality_gap"]
+            gap_text = f" Modality gap (distance between the audio and the image centroid): {g.get('all', np.nan):.3f}."
+        parts.append(f"<h3>{_esc(run.train_langs.upper())} · width {run.width} · seed {run.seed}</h3>"
+                     + '<div class="gallery">' + "".join(
+                         _figure(p, f"{a} {run.name}", f"{a} of {'audio and image' if a == 'PCA' else 'audio'} test embeddings. "
+                                 "Familiar concepts coloured, novel grey; markers by language" + (", images ×." + gap_text if a == "PCA" else "."))
+                         for p, a in figs) + "</div>")
+    if not parts:
+        return _missing("embedding pictures", "analyse embeddings")
+    return "".join(parts[:2]) + (f"<details><summary>{len(parts) - 2} more models</summary>{''.join(parts[2:])}</details>" if len(parts) > 2 else "")
+
+
+def section_gap(runs) -> str:
+    frames = [pd.read_csv(r.analysis_dir / "modality_gap.csv", dtype={"train_langs": str}) for r in runs if (r.analysis_dir / "modality_gap.csv").exists()]
+    if not frames:
+        return ""
+    data = pd.concat(frames)
+    wide = data.pivot_table(index=["train_langs", "width"], columns="kind", values="modality_gap", aggfunc="mean").reset_index()
+    rows = [[r["train_langs"].upper(), str(r["width"]), *(_fmt(r.get(k, np.nan), 3) for k in ("all", "familiar", "novel"))]
+            for _, r in wide.iterrows()]
+    return ("<h3>Modality gap</h3>" + _table(["Training languages", "Width", "All", "Familiar", "Novel"], rows, numeric={1, 2, 3, 4})
+            + '<p class="note">Euclidean distance between the centroids of the audio and the image test embeddings, mean over the seeds that have it.</p>')
+
+
+def section_translation(out_dir: Path) -> str:
+    path = out_dir / "translation.csv"
+    if not path.exists():
+        return _missing("translation probe (it needs bilingual runs)", "analyse translation")
+    data = pd.read_csv(path, dtype={"train_langs": str, "query_lang": str, "centroid_lang": str})
+    rows = [[r.train_langs.upper(), str(r.width), r.representation, f"{r.query_lang.upper()} → {r.centroid_lang.upper()}", r.kind,
+             _fmt(r.accuracy), _fmt(r.chance), str(r.n_seeds)] for r in data.itertuples()]
+    return (_table(["Model", "Width", "Representation", "Query → centroids", "Concepts", "Accuracy (%)", "Chance (%)", "Seeds"],
+                   rows, numeric={1, 5, 6, 7})
+            + '<p class="note">Nearest L2-normalised concept centroid of the other language\'s audio, familiar concepts among '
+              "familiar centroids, novel among novel. The raw-feature rows use time-averaged frozen encoder features: what the "
+              "encoder alone gives. File: <code>translation.csv</code>.</p>")
+
+
+def plot_training_curves(runs, path: Path) -> Path | None:
+    """Validation loss and familiar accuracy per epoch, one line per run, coloured by training set."""
+    frames = []
+    for run in runs:
+        metrics = run.path / "metrics.csv"
+        if metrics.exists():
+            m = pd.read_csv(metrics)
+            m["model"], m["seed"] = run.train_langs.upper() + f" w{run.width}", run.seed
+            frames.append(m)
+    if not frames:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = pd.concat(frames, ignore_index=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_familiar_acc"], ["training loss", "validation loss", "validation familiar accuracy"]):
+        sns.lineplot(data=data, x="epoch", y=column, hue="model", units="seed", estimator=None, ax=ax, lw=1.2, legend=ax is axes[-1])
+        ax.set_title(label, fontsize=10)
+        ax.set_ylabel("")
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _encoders(config: dict) -> str:
+    provs = config.get("provenance", {}) or {}
+    names = sorted({f"{p.get('modality')}: {p.get('encoder')}" + (f" L{p['layer']}" if p.get("layer") is not None else "")
+                    for p in provs.values()})
+    return "; ".join(names) or "–"
+
+
+def section_provenance(runs) -> str:
+    header = ["Run", "Languages", "Width", "Seed", "Epochs (best)", "Encoders", "Stores", "Corpus hash", "Code revision", "Status"]
+    rows = []
+    for run in runs:
+        c = run.config
+        metrics = run.path / "metrics.csv"
+        best = "–"
+        if metrics.exists():
+            m = pd.read_csv(metrics)
+            if len(m):
+                best = f"{len(m)} ({int(m.loc[m['val_loss'].idxmin(), 'epoch'])})"
+        provs = list((c.get("provenance") or {}).values())
+        hashes = sorted({str(p.get("corpus_hash", ""))[:12] for p in provs}) or ["–"]
+        stores = [p.name for ps in run.audio_stores.values() for p in ps] + [p.name for p in run.image_store]
+        rows.append([run.name, ", ".join(run.langs), str(run.width), str(run.seed), best, _encoders(c), " ".join(stores),
+                     ", ".join(hashes), str(c.get("code_revision") or "–")[:12], str(c.get("status"))])
+    settings = sorted({(str(r.config.get("logit_mode")), str(r.config.get("precision")), str(r.config.get("negatives_mode")),
+                        str(r.config.get("batch_size"))) for r in runs})
+    note = ("<p class=\"note\">Training settings (logit scale, precision, negatives, batch): "
+            + "; ".join(_esc(" / ".join(s)) for s in settings) + ". The full configuration of each run is its <code>config.json</code>.</p>")
+    return _table(header, rows, numeric={2, 3}, cls="provenance") + note
+
+
+# ------------------------------------------------------------------------------------------------- the page
+def write_report(study: str, runs, out_dir: Path) -> Path:
+    """Write `<out_dir>/report.html` (and training_curves.png) from what the analyses wrote."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = plot_training_curves(runs, out_dir / "training_curves.png")
+    widths = sorted({r.width for r in runs})
+    seeds = sorted({r.seed for r in runs})
+    sections = [
+        ("table1", "Table 1: familiar and ME accuracy", section_table1(out_dir)),
+        ("compare", "Bilingual vs monolingual ME", section_compare(out_dir)),
+        ("variance", "Variance of familiar and novel samples", section_variance(out_dir)),
+        ("embeddings", "Embedding space", section_embeddings(runs) + section_gap(runs)),
+        ("translation", "Implicit translation", section_translation(out_dir)),
+        ("training", "Training curves", _figure(curves, "training curves", "Per epoch, one line per seed. The tests use each run's checkpoint with the lowest validation loss.")
+         if curves else _missing("training metrics", "train-heads")),
+        ("provenance", "Runs and provenance", section_provenance(runs)),
+    ]
+    body = "\n".join(f'<section id="{key}"><h2>{_esc(title)}</h2>{content}</section>' for key, title, content in sections)
+    nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title, _ in sections)
+    configs = sorted({r.train_langs for r in runs}, key=lambda t: (len(t.split("+")), t))
+    lede = (f"{len(runs)} runs: {', '.join(c.upper() for c in configs)}; width{'s' if len(widths) > 1 else ''} "
+            f"{', '.join(map(str, widths))}; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.")
+    package = resources.files("analyse.report")
+    page = Template(package.joinpath("template.html").read_text()).substitute(
+        title=_esc(f"vgsme study “{study}”"), lede=_esc(lede), nav=nav, sections=body,
+        style=package.joinpath("style.css").read_text(), created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        out_dir=_esc(out_dir))
+    from analyse.study import write_text
+
+    return write_text(page, out_dir / "report.html")
