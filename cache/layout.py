@@ -134,6 +134,12 @@ def find_stores(cache_dir: Path, modality: str, lang: str | None = None, encoder
     if fmt is not None:
         wanted = [(p, n) for p, n in wanted if n.fmt == fmt]
     if not wanted:
+        unfinished = [p.name for p in entries if p.name.endswith(".partial")
+                      and (n := parse_store_name(p.name[:-len(".partial")])) is not None
+                      and n.modality == modality and (modality == "image" or n.lang == lang)]
+        if unfinished:
+            raise StoreNotFound(f"the {what} store in {cache_dir} is not finished (journal {', '.join(unfinished)}): "
+                                f"its extraction was interrupted or is running; rerun `{run}` to resume it")
         held = ", ".join(p.name for p, _ in stores) or "no stores"
         raise StoreNotFound(f"no {what} store{f' for encoder {encoder}' if encoder else ''} in {cache_dir} "
                             f"(it holds: {held}); run `{run}` first")

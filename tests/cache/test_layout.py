@@ -44,6 +44,9 @@ def test_find_stores(tmp_path):
     assert find_stores(tmp_path, "audio", "en", encoder="microsoft/wavlm-base-plus")[0].name.startswith("audio-en.mic")
     with pytest.raises(StoreNotFound, match="holds: .*whisper"):
         find_stores(tmp_path, "audio", "nl")
+    (tmp_path / "audio-nl.whisper-base.h5.partial").mkdir()
+    with pytest.raises(StoreNotFound, match="not finished.*resume"):
+        find_stores(tmp_path, "audio", "nl")
 
 
 def test_provenance_round_trip_and_mismatches():
