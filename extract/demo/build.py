@@ -14,6 +14,7 @@ and renamed, so a file that exists is whole), with other parameters it starts th
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -46,7 +47,7 @@ RATE_RANGE = (130, 210)  # espeak-ng words per minute (default 175)
 PITCH_RANGE = (30, 70)  # espeak-ng pitch 0..99 (default 50)
 BUILD_FILE = "BUILD.json"
 PLAN_FILE = "PLAN.json"
-WORK_DIR = "_work"
+ICON_CACHE = ".demo-icons"  # next to the corpus folder, shared by the builds made there
 
 
 class DemoBuildError(ValueError):
@@ -162,8 +163,27 @@ def plan_audio(params: BuildParams, rng: np.random.Generator) -> list[AudioToken
     return tokens
 
 
+def style_sequence(styles: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """`n` styles that cycle over the artists first and over each artist's styles second.
+
+    Any k consecutive pictures of a concept therefore come from min(k, artists) different artists,
+    so even a tiny corpus shows every concept in several artists' hands, and a big one uses every style.
+    """
+    by_artist: dict[str, list[str]] = defaultdict(list)
+    for style in styles:
+        by_artist[ARTWORK_BY_KEY[style].artist].append(style)
+    groups = [by_artist[a] for a in sorted(by_artist)]
+    groups = [[g[j] for j in rng.permutation(len(g))] for g in (groups[i] for i in rng.permutation(len(groups)))]
+    offset = int(rng.integers(len(groups)))
+    sequence = []
+    for i in range(offset, offset + n):
+        group = groups[i % len(groups)]
+        sequence.append(group[(i // len(groups)) % len(group)])
+    return sequence
+
+
 def plan_images(params: BuildParams, styles: dict[str, list[str]], rng: np.random.Generator) -> list[ImageSpec]:
-    """Every picture: styles cycle within each split so that few pictures still cover many styles.
+    """Every picture, with its style, distractor and seed.
 
     Distractors are familiar concepts only: a novel object must never be seen during training.
     """
@@ -171,18 +191,17 @@ def plan_images(params: BuildParams, styles: dict[str, list[str]], rng: np.rando
     familiar = [c.name for c in CONCEPTS if c.kind == FAMILIAR]
     specs: list[ImageSpec] = []
     for concept in CONCEPTS:
-        order = [styles[concept.name][i] for i in rng.permutation(len(styles[concept.name]))]
+        sequence = iter(style_sequence(styles[concept.name], n_images, rng))
         number = 0
         for split, n in split_sizes(n_images, concept.kind).items():
-            offset = int(rng.integers(len(order)))
-            for i in range(n):
+            for _ in range(n):
                 distractor = distractor_source = ""
                 if split != "test" and rng.random() < scenes.DISTRACTOR_P:
                     others = [c for c in familiar if c != concept.name]
                     distractor = others[int(rng.integers(len(others)))]
                     distractor_source = styles[distractor][int(rng.integers(len(styles[distractor])))]
                 specs.append(ImageSpec(
-                    id=f"img-{concept.name}-{number:03d}", concept=concept.name, source=order[(offset + i) % len(order)],
+                    id=f"img-{concept.name}-{number:03d}", concept=concept.name, source=next(sequence),
                     split=split, distractor=distractor, distractor_source=distractor_source,
                     seed=int(rng.integers(2**63 - 1))))
                 number += 1
@@ -193,13 +212,27 @@ def plan_images(params: BuildParams, styles: dict[str, list[str]], rng: np.rando
 # Work done in the pool (module-level functions so that they pickle)
 
 
+def icon_cache_dir(cache_root: Path, set_key: str) -> Path:
+    """Where one set's rendered icons are kept: named by the set's version, the size and the icon names
+    drawn from it, so that a new package version or a changed concept table renders afresh."""
+    names = [(c.name, c.icon_name(set_key)) for c in CONCEPTS if set_key in artwork.allowed_sets(c)]
+    digest = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:10]
+    return cache_root / f"{set_key}-{artwork.set_version(set_key)}-{artwork.RENDER_SIZE}px-{digest}"
+
+
 def _render_set_job(args: tuple[str, str]) -> tuple[str, list[str]]:
-    set_key, icon_dir = args
-    out = Path(icon_dir) / set_key
-    out.mkdir(parents=True, exist_ok=True)
-    for concept, png in artwork.render_set(set_key, CONCEPTS).items():
-        _write_atomic(out / f"{concept}.png", png)
-    return set_key, sorted(p.stem for p in out.glob("*.png"))
+    """Rasterise one set's icons once into the icon cache (rendering is ~10 s of CPU for all sets, the
+    fluent-emoji JSON alone is 99 MB), and say which concepts the set draws."""
+    set_key, cache_root = args
+    out = icon_cache_dir(Path(cache_root), set_key)
+    done = out / "DONE.json"
+    if not done.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        drawn = artwork.render_set(set_key, CONCEPTS)
+        for concept, png in drawn.items():
+            _write_atomic(out / f"{concept}.png", png)
+        _write_atomic(done, json.dumps(sorted(drawn)).encode())
+    return set_key, json.loads(done.read_text())
 
 
 def _audio_job(args: tuple[str, list[AudioToken]]) -> list[tuple[str, float]]:
@@ -219,10 +252,11 @@ def _audio_job(args: tuple[str, list[AudioToken]]) -> list[tuple[str, float]]:
 _ICONS: dict[tuple[str, str], Image.Image] = {}
 
 
-def _icon(icon_dir: str, source: str, concept: str) -> Image.Image:
+def _icon(cache_root: str, source: str, concept: str) -> Image.Image:
     key = (source, concept)
     if key not in _ICONS:
-        _ICONS[key] = Image.open(Path(icon_dir) / source / f"{concept}.png").convert("RGBA")
+        path = icon_cache_dir(Path(cache_root), source) / f"{concept}.png"
+        _ICONS[key] = Image.open(path).convert("RGBA")
     return _ICONS[key]
 
 
@@ -519,7 +553,10 @@ def check_params(params: BuildParams) -> None:
 
 def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: int = 2, force: bool = False,
                       progress: bool = True) -> BuildResult:
-    """Build the demo corpus at `out` (see the module docstring); a complete one with the same parameters is kept."""
+    """Build the demo corpus at `out` (see the module docstring); a complete one with the same parameters is kept.
+
+    Rendered icons are kept in `.demo-icons/` next to `out` for the next build.
+    """
     t0 = time.monotonic()
     out = Path(out)
     check_params(params)
@@ -540,13 +577,17 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     (partial / BUILD_FILE).unlink(missing_ok=True)
+    for stray in partial.rglob(".*.tmp"):  # half-written files of a killed run
+        stray.unlink()
     _write_atomic(partial / PLAN_FILE, json.dumps(params.to_json(), indent=1).encode())
-    icon_dir = partial / WORK_DIR / "icons"
+    icon_dir = out.parent / ICON_CACHE
 
     ctx = multiprocessing.get_context("spawn")  # no inherited threads or locks (tqdm's monitor, onnxruntime)
     with ctx.Pool(max(1, workers)) as pool:
         rendered = dict(pool.imap_unordered(_render_set_job, [(s.key, str(icon_dir)) for s in ARTWORK_SETS]))
         styles = {c.name: [s.key for s in ARTWORK_SETS if c.name in rendered[s.key]] for c in CONCEPTS}
+        log.info("drew %d icons from %d sets in %.1f s", sum(map(len, rendered.values())), len(rendered),
+                 time.monotonic() - t0)
         rng = np.random.default_rng(params.seed)
         tokens = plan_audio(params, rng)
         specs = plan_images(params, styles, rng)
@@ -570,14 +611,15 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
             durations.update(done)
             bar.update(len(done))
         bar.close()
+        log.info("made %d tokens and %d pictures at %.1f s", len(tokens), len(specs), time.monotonic() - t0)
 
     write_tables(partial, params, tokens, specs, durations, styles)
     write_audio_listing(partial, params, tokens, durations)
     write_contact_sheet(partial, specs, styles)
     write_licences(partial, params.langs, styles)
     write_readme(partial, params, tokens, specs, styles)
-    shutil.rmtree(partial / WORK_DIR)
     _validate(partial)
+    log.info("wrote tables, listings, credits and validated at %.1f s", time.monotonic() - t0)
 
     seconds = time.monotonic() - t0
     build = {"status": "complete", "params": params.to_json(), "n_audio": len(tokens), "n_images": len(specs),
@@ -600,8 +642,6 @@ def _validate(root: Path) -> None:
 
 
 def _sha(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
