@@ -24,7 +24,7 @@ def embed_store(model: TwoTower, store_or_mem, indices, device: str = "cpu", bat
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     from_disk = hasattr(store_or_mem, "read")
     modality = store_or_mem.modality if from_disk else getattr(store_or_mem, "modality", None)
-    lengths = np.asarray(store_or_mem.lengths)[idx] if hasattr(store_or_mem, "lengths") else np.zeros(len(idx))
+    lengths = np.asarray(store_or_mem.lengths if from_disk else store_or_mem.lengths.cpu())[idx]
     order = np.argsort(lengths, kind="stable")
     was_training = model.training
     model.eval().to(device)
