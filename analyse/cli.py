@@ -189,16 +189,17 @@ def variance(targets, study, out, device, per_concept, seed):
 @_runs_options
 @click.option("--all-seeds", is_flag=True, help="Draw every run, not only the first seed of each configuration.")
 @click.option("--perplexity", default=30.0, show_default=True, help="t-SNE perplexity (lowered for small sets).")
-@click.option("--seed", default=0, show_default=True, help="t-SNE seed.")
+@click.option("--seed", default=0, show_default=True, help="t-SNE seed (and of its subsample).")
+@click.option("--tsne-per-concept", default=20, show_default=True, help="Most audio items per (concept, language) in the t-SNE.")
 @_errors_as_click
-def embeddings(targets, study, out, device, all_seeds, perplexity, seed):
+def embeddings(targets, study, out, device, all_seeds, perplexity, seed, tsne_per_concept):
     """PCA of audio + image embeddings, t-SNE of audio, modality gap (Fig. 3)."""
     from analyse.embeddings import run_projections
 
     runs, _ = _resolve(targets, study)
     chosen = runs if all_seeds else first_seed_runs(runs)
     for run in _progress(chosen, "projections"):
-        _say(run.name, list(run_projections(run, device, perplexity, seed).values()))
+        _say(run.name, list(run_projections(run, device, perplexity, seed, tsne_per_concept=tsne_per_concept).values()))
 
 
 @analyse.command()

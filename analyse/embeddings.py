@@ -101,8 +101,12 @@ def plot_projection(frame: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: int = 0, tsne: bool = True) -> dict[str, Path]:
-    """PCA (and, with `tsne`, t-SNE) tables and figures and the modality gap of one run, under analysis/."""
+def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: int = 0, tsne: bool = True,
+                    tsne_per_concept: int = 20) -> dict[str, Path]:
+    """PCA (and, with `tsne`, t-SNE) tables and figures and the modality gap of one run, under analysis/.
+
+    t-SNE runs on at most `tsne_per_concept` audio items per (concept, language), the same fixed subsample
+    for every model: its cost grows fast with the number of points and the picture needs no more."""
     from analyse.export import run_embeddings
     from analyse.study import write_csv
 
@@ -120,7 +124,10 @@ def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: in
         "modality_gap": write_csv(gap, out / "modality_gap.csv"),
     }
     if tsne:
+        from analyse.variance import subsample
+
         audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
+        audio = audio.select(np.isin(np.arange(len(audio.items)), subsample(audio.items, tsne_per_concept, seed)))
         projection = tsne_projection(audio, perplexity=perplexity, seed=seed)
         written["tsne"] = write_csv(projection, out / "tsne.csv")
         written["tsne_figure"] = plot_projection(projection, out / "tsne.png", f"t-SNE of audio embeddings — {label}")

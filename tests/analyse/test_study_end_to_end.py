@@ -136,3 +136,18 @@ def test_report_renders_in_chromium(study, tmp_path):
                    capture_output=True, timeout=120)
     assert screenshot.exists() and screenshot.stat().st_size > 20_000
     print(f"report screenshot: {screenshot}")
+
+
+def test_cli_errors_are_messages(study, tmp_path):
+    runner = CliRunner()
+    fresh = tmp_path / "runs"
+    shutil.copytree(study / "runs" / "tiny" / "en-w64-s0", fresh / "en-w64-s0", ignore=shutil.ignore_patterns("analysis"))
+    result = runner.invoke(analyse, ["table", str(fresh), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "accuracy.csv is missing" in result.output and "analyse familiar" in result.output
+    config = fresh / "en-w64-s0" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "status": "running"}))
+    result = runner.invoke(analyse, ["me", str(fresh)])
+    assert result.exit_code == 1 and "not complete" in result.output
+    result = runner.invoke(analyse, ["me", str(tmp_path)])
+    assert result.exit_code == 1 and "holds no run folders" in result.output
+    assert "--study" in runner.invoke(analyse, ["variance", "--help"]).output
