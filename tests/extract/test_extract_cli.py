@@ -1,6 +1,7 @@
 """``extract-features``: options, default locations, user errors, and a real ``kill -9`` then resume."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +19,9 @@ from tests.extract.corpus_fixtures import write_tiny_corpus
 from tests.extract.tiny_models import save_tiny_resnet, save_tiny_wavlm
 
 REPO = Path(__file__).resolve().parents[2]
+# per language: 2 familiar concepts × 5 words + 1 novel × 2 = 12 words; 2 × 7 + 1 × 2 = 16 pictures
+SMALL = {"familiar": 2, "novel": 1, "tokens_per_split": {"train": 2, "valid": 1, "test": 2}}
+N_AUDIO, N_IMAGES = 12, 16
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def models(tmp_path_factory) -> Path:
 @pytest.fixture
 def corpus(vgsme_home) -> Path:
     """The tiny corpus installed as a named corpus of the test's workspace."""
-    return write_tiny_corpus(vgsme_home / "corpora" / "tiny", langs=("en", "fr"))
+    return write_tiny_corpus(vgsme_home / "corpora" / "tiny", langs=("en", "fr"), **SMALL)
 
 
 def run(*args: str):
@@ -53,7 +57,7 @@ def test_lang_writes_the_default_store_location_and_a_rerun_is_a_no_op(corpus, m
     expected = vgsme_home / "cache" / "tiny" / "audio-fr.tiny-wavlm.h5"
     assert result.stdout.strip() == str(expected)
     with open_store(expected) as store:
-        assert set(store.items.lang) == {"fr"} and len(store) == 28
+        assert set(store.items.lang) == {"fr"} and len(store) == N_AUDIO
     stamp = expected.stat().st_mtime_ns
     again = run("--corpus", "tiny", "--lang", "fr", "--encoder", str(models / "tiny-wavlm"), "--batch-size", "8")
     assert again.exit_code == 0 and again.stdout.strip() == str(expected) and expected.stat().st_mtime_ns == stamp
@@ -64,7 +68,7 @@ def test_modality_image_with_zarr_and_an_explicit_store_path(corpus, models, tmp
     result = run("--corpus", str(corpus), "--modality", "image", "--encoder", str(models / "tiny-resnet"), "--out", str(out))
     assert result.exit_code == 0, result.output
     with open_store(out) as store:
-        assert store.modality == "image" and len(store) == 25
+        assert store.modality == "image" and len(store) == N_IMAGES
 
 
 def test_user_errors_are_one_line_messages(corpus, models):
@@ -93,7 +97,7 @@ def test_bad_file_stops_with_its_id_and_skip_bad_lists_it(corpus, models, vgsme_
     result = run(*args, "--skip-bad")
     assert result.exit_code == 0, result.output
     with open_store(result.stdout.strip()) as store:
-        assert store.skipped.ids.tolist() == ["en-dog-train-0"] and len(store) == 27
+        assert store.skipped.ids.tolist() == ["en-dog-train-0"] and len(store) == N_AUDIO - 1
 
 
 def test_default_offline_encoder_names_the_store(corpus, vgsme_home):
@@ -127,7 +131,7 @@ def store_bytes(path: Path) -> dict[str, bytes]:
     return out
 
 
-def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path, vgsme_home):
+def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path, vgsme_home, caplog):
     args = ["--corpus", "tiny", "--lang", "en", "--encoder", str(models / "tiny-wavlm"), "--batch-size", "2",
             "--device", "cpu", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -147,11 +151,11 @@ def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path
     assert child.returncode == -signal.SIGKILL and not store.exists()
     assert committed >= 2
 
-    resumed = subprocess.run([sys.executable, "-m", "extract.cli", *args], env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
-    assert resumed.returncode == 0, resumed.stderr
+    with caplog.at_level(logging.INFO, logger="cache.store"):
+        resumed = run(*args[:-1])  # the rerun, with the same arguments
+    assert resumed.exit_code == 0, resumed.output
     assert resumed.stdout.strip() == str(store)
-    assert "resuming" in resumed.stderr  # it continued from the journal, not from scratch
+    assert "resuming" in caplog.text  # it continued from the journal, not from scratch
 
     whole = run(*args[:-1], "--out", str(tmp_path / "whole"))
     assert whole.exit_code == 0, whole.output

@@ -32,7 +32,8 @@ def wavlm(models):
 
 @pytest.fixture
 def corpus_root(tmp_path) -> Path:
-    return write_tiny_corpus(tmp_path / "tiny", langs=("en", "fr"), lang_sample_rates={"fr": 22050})
+    return write_tiny_corpus(tmp_path / "tiny", langs=("en", "fr"), lang_sample_rates={"fr": 22050}, familiar=2,
+                             novel=1, tokens_per_split={"train": 3, "valid": 1, "test": 2})
 
 
 def hdf5_contents(path: Path) -> dict[str, bytes]:
