@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 THREADS = 8
+PIECE_BYTES = 16 << 20  # long ranges are split so that several threads copy (and fault in) memory at once
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -55,13 +56,14 @@ class RawRows:
         self.file_of, self.base, self.rows_per_file = file_of, int(base), int(rows_per_file)
         self.row_bytes = int(np.prod(row_shape)) * 2
         self.n_rows = int(n_rows)
+        self.rows_per_piece = max(1, PIECE_BYTES // max(1, self.row_bytes))
 
     def _pieces(self, start: int, stop: int, dest: np.ndarray) -> list[tuple[Path | None, int, np.ndarray]]:
         out = []
         r = start
         while r < stop:
             k, within = divmod(r, self.rows_per_file)
-            end = min(stop, (k + 1) * self.rows_per_file)
+            end = min(stop, (k + 1) * self.rows_per_file, r + self.rows_per_piece)
             out.append((self.file_of(k), self.base + within * self.row_bytes, dest[r - start:end - start]))
             r = end
         return out
