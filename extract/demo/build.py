@@ -350,11 +350,11 @@ def write_contact_sheet(root: Path, specs: list[ImageSpec], styles: dict[str, li
     """contact-sheet.png: a row per concept; a column per style showing one test picture (or, for a style
     with no test picture, a train one), then three train scenes."""
     set_keys = [s.key for s in ARTWORK_SETS]
-    n_scenes, label_w, head_h = 3, 110, 34
+    n_scenes, label_w, head_h = 3, 110, 40
     sheet = Image.new("RGB", (label_w + cell * (len(set_keys) + n_scenes), head_h + cell * len(CONCEPTS)), "white")
     draw = ImageDraw.Draw(sheet)
     for j, key in enumerate(set_keys + ["scene"] * n_scenes):
-        draw.text((label_w + j * cell + 2, 2 + (j % 2) * 14), key[:12], fill="black")
+        draw.multiline_text((label_w + j * cell + 2, 2), _wrap(key, cell // 6), fill="black", spacing=1)
     by_key: dict[tuple[str, str], ImageSpec] = {}
     for split in ("test", "valid", "train"):
         for s in specs:
@@ -522,6 +522,18 @@ def write_readme(root: Path, params: BuildParams, tokens: list[AudioToken], spec
         drawn = [c for c in CONCEPTS if s.key in styles[c.name]]
         lines.append(f"| {s.key} | {s.artist} | {s.licence} | {len(drawn)} |")
     _write_atomic(root / "README.md", "\n".join(lines + [""]).encode("utf-8"))
+
+
+def _wrap(label: str, width: int) -> str:
+    """Break a set name at its hyphens into lines of at most `width` characters (a contact-sheet header)."""
+    lines = [""]
+    for part in label.replace(" ", "-").split("-"):
+        joined = f"{lines[-1]}-{part}" if lines[-1] else part
+        if len(joined) <= width or not lines[-1]:
+            lines[-1] = joined
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 IMAGE_SIZE = 256
 DISTRACTOR_P = 0.4
+MIN_CONTRAST = 45  # luminance difference (0..255) between an object and the background behind it
 WHITE_MARGIN = 6  # px of pure white kept around a test object so that the border stays white
 
 
@@ -72,6 +73,30 @@ def background(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Image.Image:
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., :3].astype(float) @ np.array([0.299, 0.587, 0.114])
+
+
+def _contrasting_background(rng: np.random.Generator, obj: Image.Image, pos: tuple[int, int], size: int,
+                            min_contrast: float = MIN_CONTRAST, tries: int = 6) -> Image.Image:
+    """A background on which the object stands out: a black line drawing on a dark background, or a
+    white sheep on a pale one, is a picture no one could name. Redraws up to `tries` times."""
+    alpha = np.asarray(obj.getchannel("A"), float) / 255
+    obj_lum = float((_luminance(np.asarray(obj)) * alpha).sum() / max(alpha.sum(), 1))
+    x0, y0 = max(pos[0], 0), max(pos[1], 0)
+    x1, y1 = min(pos[0] + obj.width, size), min(pos[1] + obj.height, size)
+    best = None
+    for _ in range(tries):
+        bg = background(rng, size)
+        region = _luminance(np.asarray(bg)[y0:y1, x0:x1])
+        contrast = abs(float(region.mean()) - obj_lum) if region.size else 255.0
+        if best is None or contrast > best[0]:
+            best = (contrast, bg)
+        if contrast >= min_contrast:
+            break
+    return best[1].convert("RGBA")
+
+
 def prepare(obj: Image.Image, longest: float, angle: float = 0.0, flip: bool = False) -> Image.Image:
     """Scale a cropped RGBA icon so its longest side is `longest` px, then flip and rotate it."""
     s = longest / max(obj.size)
@@ -102,9 +127,9 @@ def _place(rng: np.random.Generator, obj: Image.Image, size: int, overflow: floa
 def compose_scene(target: Image.Image, rng: np.random.Generator, distractor: Image.Image | None = None,
                   size: int = IMAGE_SIZE) -> Image.Image:
     """A train/valid picture: `target` on a random background, with `distractor` (smaller) if given."""
-    canvas = background(rng, size).convert("RGBA")
     obj = prepare(target, rng.uniform(0.40, 0.75) * size, rng.uniform(-25, 25), bool(rng.random() < 0.5))
     pos = _place(rng, obj, size)
+    canvas = _contrasting_background(rng, obj, pos, size)
     if distractor is not None:
         small = prepare(distractor, rng.uniform(0.20, 0.35) * size, rng.uniform(-30, 30), bool(rng.random() < 0.5))
         target_box = (*pos, obj.width, obj.height)
