@@ -158,7 +158,6 @@ class HFAudioEncoder:
         hop = int(np.prod(self.strides))
         self.preprocessing = {
             "model_type": config.model_type,
-            "source": name_or_path,
             "sample_rate": SAMPLE_RATE,
             "frame_rate": SAMPLE_RATE / hop,
             "hop_samples": hop,
@@ -249,7 +248,6 @@ class HFImageEncoder:
         self.positions, self.dim = probe.shape
         self.preprocessing = {
             "model_type": self.model_type,
-            "source": name_or_path,
             "image_size": self.image_size,
             "resize": "bilinear to a square, no crop",
             "normalisation": {"mean": list(self.mean), "std": list(self.std)},

@@ -100,11 +100,12 @@ class WhisperCT2Encoder:
         self.name = NAME
         folder = assemble_model(models_dir)
         self.fingerprint = (folder / FINGERPRINT_FILE).read_text().strip()
-        use_cuda = device == "cuda" or (device == "auto" and ctranslate2.get_cuda_device_count() > 0)
-        if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
-            raise EncoderUnavailable("--device cuda asked for but CTranslate2 sees no CUDA GPU: use cpu or auto")
         if device not in ("auto", "cpu", "cuda"):
             raise EncoderUnavailable(f"unknown device {device!r}: use auto, cpu or cuda")
+        gpus = ctranslate2.get_cuda_device_count()
+        if device == "cuda" and gpus == 0:
+            raise EncoderUnavailable("--device cuda asked for but CTranslate2 sees no CUDA GPU: use cpu or auto")
+        use_cuda = device == "cuda" or (device == "auto" and gpus > 0)
         self.compute_type = "float16" if use_cuda else "float32"
         self.model = ctranslate2.models.Whisper(
             str(folder),
