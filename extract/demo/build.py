@@ -443,9 +443,10 @@ def write_licences(root: Path, langs: tuple[str, ...], styles: dict[str, list[st
         lines.append(f"| {s.key} | {s.title} ({s.homepage}) | {s.artist} | {s.copyright} | "
                      f"[{s.licence}]({s.licence_url}) (LICENSES/{s.licence}.txt) | {s.package} {artwork.set_version(s.key)} |")
     share_alike = [s.key for s in used_sets if "SA" in s.licence]
-    lines += ["", f"Pictures whose `source` is {' or '.join(share_alike)} are adaptations of CC BY-SA 4.0 works and are "
-              "themselves licensed under CC BY-SA 4.0. The other pictures carry their set's licence. "
-              "To cut a subset without share-alike terms, drop those sources.", "",
+    lines += ["", f"Pictures whose `source` or `distractor_source` (images.csv) is {' or '.join(share_alike)} are "
+              "adaptations of CC BY-SA 4.0 works and are themselves licensed under CC BY-SA 4.0. The other pictures "
+              "carry the licences of the sets they draw from. To cut a subset without share-alike terms, drop "
+              "those rows.", "",
               "## Speech", "",
               "Every spoken word was synthesised offline (espeak-ng drives the MBROLA voices and its own formant "
               "voices; Piper runs the neural voice), then resampled, trimmed and padded with sox.", "",
