@@ -71,6 +71,15 @@ def test_modality_image_with_zarr_and_an_explicit_store_path(corpus, models, tmp
         assert store.modality == "image" and len(store) == N_IMAGES
 
 
+def test_all_does_every_language_then_the_images(corpus, models, vgsme_home):
+    result = run("--corpus", "tiny", "--all", "--audio-encoder", str(models / "tiny-wavlm"),
+                 "--image-encoder", str(models / "tiny-resnet"), "--format", "zarr")
+    assert result.exit_code == 0, result.output
+    folder = vgsme_home / "cache" / "tiny"
+    assert result.stdout.split() == [str(folder / name) for name in (
+        "audio-en.tiny-wavlm.zarr", "audio-fr.tiny-wavlm.zarr", "image.tiny-resnet.zarr")]
+
+
 def test_user_errors_are_one_line_messages(corpus, models):
     cases = [
         (["--corpus", "tiny"], "say what to extract"),
@@ -111,13 +120,13 @@ def test_default_offline_encoder_names_the_store(corpus, vgsme_home):
         assert 0.3 * len(store) < seconds < 0.7 * len(store)  # 0.3-0.6 s words at 50 frames/s
 
 
-# The child runs the real CLI; its encoder sleeps 0.15 s per batch (output unchanged) so that the kill
+# The child runs the real CLI; its encoder sleeps 0.25 s per batch (output unchanged) so that the kill
 # reliably lands between commits, after some and before the last.
 SLOW_CLI = """
 import sys, time
 import extract.encoders.hf as hf
 encode = hf.HFAudioEncoder.encode
-hf.HFAudioEncoder.encode = lambda self, batch: (time.sleep(0.15), encode(self, batch))[1]
+hf.HFAudioEncoder.encode = lambda self, batch: (time.sleep(0.25), encode(self, batch))[1]
 from extract.cli import extract_features
 extract_features(sys.argv[1:])
 """
