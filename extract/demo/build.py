@@ -32,6 +32,7 @@ import soundfile as sf
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from extract.corpus import load_corpus
 from extract.demo import artwork, scenes, voices
 from extract.demo.concepts import ARTWORK_BY_KEY, ARTWORK_SETS, CONCEPTS, FAMILIAR, LANGUAGES, NOVEL, VOICES, \
     Voice, voices_for
@@ -63,7 +64,7 @@ class BuildParams:
     langs: tuple[str, ...] = LANGUAGES
 
     def to_json(self) -> dict:
-        return {"builder_version": BUILDER_VERSION, "seed": self.seed, "scale": self.scale, "langs": list(self.langs)}
+        return {"builder_version": BUILDER_VERSION, "seed": self.seed, "scale": float(self.scale), "langs": list(self.langs)}
 
 
 @dataclass(frozen=True)
@@ -581,12 +582,16 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
             raise DemoBuildError(
                 f"{out} already holds a complete demo corpus built with {_read_json(out / BUILD_FILE)['params']}, "
                 f"not {params.to_json()}: pass --force to rebuild it, or --out another folder")
+    elif out.exists() and any(out.iterdir()) and not force:
+        # Builds happen in <out>.partial, so a non-empty <out> without a complete BUILD.json is not ours.
+        raise DemoBuildError(f"{out} exists and is not a complete demo corpus (no BUILD.json with status complete): "
+                             "pass --force to replace it, or --out another folder")
     voices.check_speech_tools(voices_for_langs(params.langs))
     artwork.check_artwork([s.key for s in ARTWORK_SETS])
 
     partial = out.with_name(out.name + ".partial")
-    if (partial / PLAN_FILE).exists() and _read_json(partial / PLAN_FILE) != params.to_json():
-        log.info("discarding %s: it was started with other parameters", partial)
+    if partial.exists() and _read_json(partial / PLAN_FILE) != params.to_json():
+        log.info("discarding %s: it was started with other (or unknown) parameters", partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     (partial / BUILD_FILE).unlink(missing_ok=True)
@@ -613,7 +618,7 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
             image_jobs[s.concept].append(s)
         durations: dict[str, float] = {}
         bar = tqdm(total=len(tokens) + len(specs), desc="demo corpus", unit="item", disable=not progress,
-                   file=None, dynamic_ncols=True)
+                   dynamic_ncols=True)
         # Pictures first: they are quicker, so the bar moves; both kinds share the pool.
         image_results = pool.imap_unordered(_image_job, [(str(partial), str(icon_dir), job)
                                                          for job in image_jobs.values()])
@@ -645,8 +650,6 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
 
 def _validate(root: Path) -> None:
     """The corpus loader is the judge: a builder bug must fail here, not in extract-features."""
-    from extract.corpus import load_corpus
-
     corpus = load_corpus(root)
     digests = Counter(_sha(i.path) for i in corpus.images if i.split == "test")
     dupes = [d for d, n in digests.items() if n > 1]
