@@ -10,7 +10,7 @@ from cache.layout import corpus_dir
 from extract.demo.artwork import ArtworkMissing
 from extract.demo.build import BuildParams, DemoBuildError, build_demo_corpus, items_per_concept
 from extract.demo.concepts import LANGUAGES
-from extract.demo.voices import SpeechToolsMissing
+from extract.demo.voices import SilentToken, SpeechToolsMissing
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +39,7 @@ def demo_corpus(out: Path | None, seed: int, scale: float, langs: str, workers: 
     params = BuildParams(seed=seed, scale=scale, langs=tuple(x.strip() for x in langs.split(",") if x.strip()))
     try:
         result = build_demo_corpus(out, params, workers=workers, force=force, progress=not quiet)
-    except (DemoBuildError, SpeechToolsMissing, ArtworkMissing) as e:
+    except (DemoBuildError, SpeechToolsMissing, SilentToken, ArtworkMissing) as e:
         raise click.ClickException(str(e)) from None
     if result.built:
         n_tokens, n_images = items_per_concept(scale)

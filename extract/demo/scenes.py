@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 IMAGE_SIZE = 256
 DISTRACTOR_P = 0.4
-MIN_CONTRAST = 45  # luminance difference (0..255) between an object and the background behind it
+MIN_CONTRAST = 60  # luminance difference (0..255) between an object and the background behind it
 WHITE_MARGIN = 6  # px of pure white kept around a test object so that the border stays white
 
 
@@ -78,7 +78,7 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 
 
 def _contrasting_background(rng: np.random.Generator, obj: Image.Image, pos: tuple[int, int], size: int,
-                            min_contrast: float = MIN_CONTRAST, tries: int = 6) -> Image.Image:
+                            min_contrast: float = MIN_CONTRAST, tries: int = 10) -> Image.Image:
     """A background on which the object stands out: a black line drawing on a dark background, or a
     white sheep on a pale one, is a picture no one could name. Redraws up to `tries` times."""
     alpha = np.asarray(obj.getchannel("A"), float) / 255
