@@ -124,3 +124,22 @@ def test_efficientnet_lite0_real_weights_64_positions():
     out = enc.encode([rng.integers(0, 255, (120, 90, 3), dtype=np.uint8), np.zeros((32, 32, 3), np.uint8)])
     assert [o.shape for o in out] == [(64, 1280), (64, 1280)]
     assert (out[0] >= 0).all() and (out[0] <= 6).all()  # after ReLU6: the final map, not logits
+
+
+def test_efficientnet_lite0_preprocessing_recognises_a_photo():
+    """The Lite normalisation + our resize feed the ImageNet weights what they were trained on: scikit-learn's
+    sample photo of a daisy is classified as daisy (ImageNet class 985) by the network's own head."""
+    import os
+
+    import sklearn.datasets
+    import torch
+
+    from extract.encoders import efficientnet_lite
+    from extract.encoders.base import resize_normalise
+
+    enc = load_encoder("efficientnet-lite0", device="cpu")
+    photo = Image.open(os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "flower.jpg"))
+    pixels = resize_normalise([photo], efficientnet_lite.IMAGE_SIZE, efficientnet_lite.MEAN, efficientnet_lite.STD)
+    with torch.inference_mode():
+        logits = enc.model(pixels.contiguous(memory_format=torch.channels_last))
+    assert int(logits.argmax()) == 985
