@@ -28,7 +28,7 @@ from extract.demo.build import (BUILD_FILE, BuildParams, DemoBuildError, build_d
 from extract.demo.cli import demo_corpus
 from extract.demo.concepts import CONCEPTS, VOICES
 
-TINY = 0.1  # 4 tokens per concept and language, 6 pictures per concept: still >= 4 voices and >= 4 styles
+TINY = 0.075  # 3 tokens per concept and language, 4 pictures per concept: still >= 4 voices and >= 4 artists
 SMALL = BuildParams(seed=7, scale=0.05, langs=("nl",))
 
 
@@ -65,7 +65,7 @@ def corpus_digests(root: Path) -> dict[str, str]:
 def test_loader_accepts_it_and_counts_are_per_concept_and_language(tiny):
     corpus = load_corpus(tiny)
     n_tokens, n_images = items_per_concept(TINY)
-    assert (n_tokens, n_images) == (4, 6)
+    assert (n_tokens, n_images) == (3, 4)
     assert corpus.languages == ("en", "fr", "nl")
     assert len(corpus.concepts) == 32 and len(corpus.concept_names("novel")) == 19
     for concept in corpus.concept_names():
@@ -153,7 +153,7 @@ def test_test_pictures_are_objects_on_white_and_scenes_are_not(tiny):
         else:
             assert _border_white_share(pixels) < 0.5, r["id"]
             assert white < 0.5, r["id"]
-    assert len(test_hashes) == len(set(test_hashes)) > 19 * 6
+    assert len(test_hashes) == len(set(test_hashes)) > 19 * 4
 
 
 def test_look_at_me_files_and_credits(tiny):
