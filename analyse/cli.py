@@ -234,8 +234,8 @@ def report(targets, study, out, device):
 def all_(targets, study, out, device, episode_seed, per_concept):
     """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation, report.
 
-    Pictures are drawn for the first seed of each configuration, t-SNE for the multilingual ones only
-    (run `analyse embeddings` for the others)."""
+    PCA pictures are drawn for the first seed of each configuration, t-SNE for one bilingual model (EN–NL
+    when present, as in the paper); `analyse embeddings` draws t-SNE for any others."""
     from analyse.compare import study_compare
     from analyse.embeddings import run_projections
     from analyse.export import run_embeddings
@@ -253,8 +253,10 @@ def all_(targets, study, out, device, episode_seed, per_concept):
         score_run(run, TESTS, device, episode_seed, per_concept)
     written = {**study_table(runs, out_dir), **study_compare(runs, out_dir)}
     written.update(study_variance(runs, out_dir, device))
-    for run in tqdm(first_seed_runs(runs), desc="projections", unit="run", leave=False):
-        run_projections(run, device, tsne=len(run.langs) > 1)  # t-SNE (the slow part) where languages meet
+    pictured = first_seed_runs(runs)
+    headline = next((r for r in pictured if len(r.langs) > 1), pictured[0])  # EN–NL when present, as in the paper
+    for run in tqdm(pictured, desc="projections", unit="run", leave=False):
+        run_projections(run, device, tsne=run is headline)  # t-SNE is the slow part: one model only
     written.update(study_translation(runs, out_dir, device))
     written["report"] = write_report(name, runs, out_dir)
     for label, path in written.items():

@@ -83,7 +83,8 @@ def plot_projection(frame: pd.DataFrame, path: Path, title: str) -> Path:
             colours = ["#b0b0b0" if k == "novel" else palette[c] for k, c in zip(group["kind"], group["concept"])]
             marker = "x" if modality == "image" else markers[lang]
             edge = {} if marker == "x" else {"edgecolors": "white"}
-            ax.scatter(group["x"], group["y"], c=colours, marker=marker, s=14, linewidths=0.8 if marker == "x" else 0.3,
+            ax.scatter(group["x"], group["y"], c=colours, marker=marker, s=12 if novel_first else 22,
+                       linewidths=0.8 if marker == "x" else 0.3,
                        alpha=0.85, **edge)
     handles = [Line2D([], [], marker="o", ls="", color=colour, label=c, markersize=6) for c, colour in palette.items()]
     handles.append(Line2D([], [], marker="o", ls="", color="#b0b0b0", label="novel", markersize=6))

@@ -20,8 +20,9 @@ def score_episodes(episodes: pd.DataFrame, embedded: Embedded) -> pd.DataFrame:
     q = embedded.vectors[embedded.rows("audio", episodes["query_id"])]
     p = embedded.vectors[embedded.rows("image", episodes["pos_id"])]
     n = embedded.vectors[embedded.rows("image", episodes["neg_id"])]
-    score_pos = np.einsum("ij,ij->i", q, p)
-    score_neg = np.einsum("ij,ij->i", q, n)
+    # float64 so that a CSV written now and one rewritten after reading it back print the same digits
+    score_pos = np.einsum("ij,ij->i", q, p).astype(np.float64)
+    score_neg = np.einsum("ij,ij->i", q, n).astype(np.float64)
     out = episodes[["test", "lang", "episode", "concept", "query_id", "pos_id", "neg_id"]].copy()
     out["score_pos"] = score_pos
     out["score_neg"] = score_neg

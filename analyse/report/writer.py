@@ -44,7 +44,7 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] = frozens
         tr_cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
         cells = "".join(f'<td class="num">{_esc(c)}</td>' if i in numeric else f"<td>{_esc(c)}</td>" for i, c in enumerate(row))
         body.append(f"<tr{tr_cls}>{cells}</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _missing(what: str, command: str) -> str:
@@ -84,17 +84,23 @@ def section_compare(out_dir: Path) -> str:
     data = pd.read_csv(path, dtype={"bilingual": str, "monolingual": str, "test_lang": str})
     if data.empty:
         return '<p class="note">No comparison possible: the study needs a monolingual run and a bilingual run sharing its language and width.</p>'
-    header = ["Test", "Width", "Bilingual", "Monolingual", "Bi ME (%)", "Mono ME (%)", "Δ (pp) [95 % CI]", "p",
-              "p (Holm)", "q (BH)", "Significant", "Expected direction", "p (seed level)"]
-    rows = [[r.test_lang.upper(), str(r.width), r.bilingual.upper().replace("+", ", "), r.monolingual.upper(),
+    header = ["Test", "Width", "Bilingual model", "Bi ME (%)", "Mono ME (%)", "Δ pp [95 % CI]", "p", "p Holm",
+              "q BH", "Bilingual ME", "p seed-level"]
+
+    def result(r) -> str:
+        word = "lower" if r.diff_pp < 0 else ("higher" if r.diff_pp > 0 else "equal")
+        return f"{word}, significant" if r.significant else word
+
+    rows = [[r.test_lang.upper(), str(r.width), r.bilingual.upper().replace("+", ", "),
              _fmt(r.bilingual_acc), _fmt(r.monolingual_acc), f"{r.diff_pp:+.1f} [{r.ci_low_pp:+.1f}, {r.ci_high_pp:+.1f}]",
-             _fmt_p(r.p_value), _fmt_p(r.p_holm), _fmt_p(r.q_bh), "yes" if r.significant else "no",
-             "yes" if r.expected_direction else "no", _fmt_p(r.p_seed_level)] for r in data.itertuples()]
-    n_sig = int((data["significant"] & data["expected_direction"]).sum())
-    n_dir = int((~data["significant"] & data["expected_direction"]).sum())
-    summary = (f"<p>{len(data)} comparisons: <strong>{n_sig}</strong> significantly lower ME in the bilingual model "
-               f"(Holm-adjusted p &lt; 0.05), <strong>{n_dir}</strong> lower but not significantly, "
-               f"{len(data) - n_sig - n_dir} higher or significantly higher.</p>")
+             _fmt_p(r.p_value), _fmt_p(r.p_holm), _fmt_p(r.q_bh), result(r), _fmt_p(r.p_seed_level)] for r in data.itertuples()]
+    lower, sig = data["expected_direction"].astype(bool), data["significant"].astype(bool)
+    higher = data["diff_pp"] > 0
+    summary = (f"<p>{len(data)} comparisons of a bilingual model with the monolingual model of its test language "
+               f"(Mono ME): bilingual ME lower and significant (Holm-adjusted p &lt; 0.05) in <strong>{int((lower & sig).sum())}</strong>, "
+               f"lower but not significant in <strong>{int((lower & ~sig).sum())}</strong>, higher but not significant in "
+               f"{int((higher & ~sig).sum())}, higher and significant in {int((higher & sig).sum())}. "
+               "The paper's expectation is lower (a weaker ME bias in bilinguals).</p>")
     note = ('<p class="note">Test: two-sided sign-flip permutation test over the shared ME trials on the per-trial '
             "difference of seed-averaged correctness (bilingual − monolingual); Δ is that mean difference in percentage "
             "points with a 95 % paired bootstrap interval over trials. Holm's correction controls the family-wise error "
@@ -102,7 +108,7 @@ def section_compare(out_dir: Path) -> str:
             "is an exact permutation test on per-seed accuracies, which counts training runs as the unit (low power with "
             "few seeds). See docs/analyses.md. File: <code>comparisons.csv</code>.</p>")
     classes = ["sig" if s else "" for s in data["significant"]]
-    return summary + _table(header, rows, numeric={1, 4, 5, 6, 7, 8, 9, 12}, row_classes=classes) + note
+    return summary + _table(header, rows, numeric={1, 3, 4, 5, 6, 7, 8, 10}, row_classes=classes) + note
 
 
 def section_variance(out_dir: Path) -> str:
@@ -115,26 +121,37 @@ def section_variance(out_dir: Path) -> str:
                    "seeds, error bars 95 % bootstrap intervals over seeds. File: <code>variance.csv</code>.")
 
 
+def _gap_text(run) -> str:
+    gap = run.analysis_dir / "modality_gap.csv"
+    if not gap.exists():
+        return ""
+    value = pd.read_csv(gap).set_index("kind")["modality_gap"].get("all", np.nan)
+    return f" Modality gap (distance between the audio and the image centroid): {value:.3f}."
+
+
 def section_embeddings(runs) -> str:
-    parts = []
-    for run in first_seed_runs(runs):
-        figs = [(run.analysis_dir / "pca.png", "PCA"), (run.analysis_dir / "tsne.png", "t-SNE")]
-        figs = [(p, a) for p, a in figs if p.exists()]
-        if not figs:
-            continue
-        gap = run.analysis_dir / "modality_gap.csv"
-        gap_text = ""
-        if gap.exists():
-            g = pd.read_csv(gap).set_index("kind")["modality_gap"]
-            gap_text = f" Modality gap (distance between the audio and the image centroid): {g.get('all', np.nan):.3f}."
-        parts.append(f"<h3>{_esc(run.train_langs.upper())} · width {run.width} · seed {run.seed}</h3>"
-                     + '<div class="gallery">' + "".join(
-                         _figure(p, f"{a} {run.name}", f"{a} of {'audio and image' if a == 'PCA' else 'audio'} test embeddings. "
-                                 "Familiar concepts coloured, novel grey; markers by language" + (", images ×." + gap_text if a == "PCA" else "."))
-                         for p, a in figs) + "</div>")
-    if not parts:
+    pictured = [r for r in first_seed_runs(runs) if (r.analysis_dir / "pca.png").exists()]
+    if not pictured:
         return _missing("embedding pictures", "analyse embeddings")
-    return "".join(parts[:2]) + (f"<details><summary>{len(parts) - 2} more models</summary>{''.join(parts[2:])}</details>" if len(parts) > 2 else "")
+    headline = next((r for r in pictured if (r.analysis_dir / "tsne.png").exists()), pictured[0])
+    legend = "Familiar concepts coloured, novel grey; markers by language"
+    parts = [f"<h3>{_esc(headline.train_langs.upper())} · width {headline.width} · seed {headline.seed}</h3>",
+             '<div class="gallery">',
+             _figure(headline.analysis_dir / "pca.png", f"PCA {headline.name}",
+                     f"PCA of audio and image test embeddings. {legend}, images ×.{_gap_text(headline)}")]
+    if (headline.analysis_dir / "tsne.png").exists():
+        parts.append(_figure(headline.analysis_dir / "tsne.png", f"t-SNE {headline.name}", f"t-SNE of audio test embeddings. {legend}."))
+    parts.append("</div>")
+    others = [r for r in pictured if r is not headline]
+    if others:
+        figures = []
+        for run in others:
+            figures.append(_figure(run.analysis_dir / "pca.png", f"PCA {run.name}",
+                                   f"{_esc(run.train_langs.upper())} · width {run.width} · seed {run.seed}.{_gap_text(run)}"))
+            if (run.analysis_dir / "tsne.png").exists():
+                figures.append(_figure(run.analysis_dir / "tsne.png", f"t-SNE {run.name}", f"t-SNE, {_esc(run.train_langs.upper())}."))
+        parts.append(f"<details><summary>PCA of the other {len(others)} models</summary><div class=\"gallery\">{''.join(figures)}</div></details>")
+    return "".join(parts)
 
 
 def section_gap(runs) -> str:
@@ -154,13 +171,21 @@ def section_translation(out_dir: Path) -> str:
     if not path.exists():
         return _missing("translation probe (it needs bilingual runs)", "analyse translation")
     data = pd.read_csv(path, dtype={"train_langs": str, "query_lang": str, "centroid_lang": str})
-    rows = [[r.train_langs.upper(), str(r.width), r.representation, f"{r.query_lang.upper()} → {r.centroid_lang.upper()}", r.kind,
-             _fmt(r.accuracy), _fmt(r.chance), str(r.n_seeds)] for r in data.itertuples()]
-    return (_table(["Model", "Width", "Representation", "Query → centroids", "Concepts", "Accuracy (%)", "Chance (%)", "Seeds"],
-                   rows, numeric={1, 5, 6, 7})
-            + '<p class="note">Nearest L2-normalised concept centroid of the other language\'s audio, familiar concepts among '
-              "familiar centroids, novel among novel. The raw-feature rows use time-averaged frozen encoder features: what the "
-              "encoder alone gives. File: <code>translation.csv</code>.</p>")
+    data["direction"] = data["query_lang"].str.upper() + " → " + data["centroid_lang"].str.upper()
+    keys = ["train_langs", "width", "direction"]
+    wide = data.pivot_table(index=keys, columns=["kind", "representation"], values="accuracy", sort=False)
+    chance = data.groupby("kind")["chance"].first()
+    seeds = data.groupby(keys, sort=False)["n_seeds"].max()
+    columns = [(kind, rep) for kind in ("familiar", "novel") for rep in ("model", "raw features")]
+    rows = [[langs.upper(), str(width), direction, *(_fmt(wide.loc[(langs, width, direction)].get(c, np.nan)) for c in columns),
+             str(seeds.loc[(langs, width, direction)])] for langs, width, direction in wide.index]
+    header = ["Model", "Width", "Query → centroids", "Familiar: model", "Familiar: raw", "Novel: model", "Novel: raw", "Seeds"]
+    return (_table(header, rows, numeric={1, 3, 4, 5, 6, 7})
+            + '<p class="note">Accuracy (%) of the nearest L2-normalised concept centroid of the other language\'s audio: '
+              "familiar concepts among familiar centroids (chance "
+              f"{_fmt(chance.get('familiar', np.nan))} %), novel among novel (chance {_fmt(chance.get('novel', np.nan))} %); "
+              "mean over seeds. <em>model</em>: the run's audio embeddings; <em>raw</em>: time-averaged frozen encoder "
+              "features of the same items, what the encoder alone gives. File: <code>translation.csv</code>.</p>")
 
 
 def plot_training_curves(runs, path: Path) -> Path | None:
@@ -179,6 +204,7 @@ def plot_training_curves(runs, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     data = pd.concat(frames, ignore_index=True)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -186,6 +212,7 @@ def plot_training_curves(runs, path: Path) -> Path | None:
         sns.lineplot(data=data, x="epoch", y=column, hue="model", units="seed", estimator=None, ax=ax, lw=1.2, legend=ax is axes[-1])
         ax.set_title(label, fontsize=10)
         ax.set_ylabel("")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

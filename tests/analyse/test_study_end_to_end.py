@@ -151,3 +151,14 @@ def test_cli_errors_are_messages(study, tmp_path):
     result = runner.invoke(analyse, ["me", str(tmp_path)])
     assert result.exit_code == 1 and "holds no run folders" in result.output
     assert "--study" in runner.invoke(analyse, ["variance", "--help"]).output
+
+
+def test_rescoring_one_test_keeps_the_other(study, tmp_path):
+    run = study / "runs" / "tiny" / "fr-w64-s1"
+    before = pd.read_csv(run / "analysis" / "predictions.csv", dtype=str)
+    result = CliRunner().invoke(analyse, ["familiar", str(run)])
+    assert result.exit_code == 0, result.output
+    assert str(run / "analysis" / "predictions.csv") in result.output
+    after = pd.read_csv(run / "analysis" / "predictions.csv", dtype=str)
+    pd.testing.assert_frame_equal(before, after)  # same episodes, same cached embeddings: same decisions
+    assert set(after["test"]) == {"familiar", "me"}
