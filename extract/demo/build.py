@@ -380,7 +380,7 @@ def write_contact_sheet(root: Path, specs: list[ImageSpec], styles: dict[str, li
 # ----------------------------------------------------------------------------------------------
 # Licences, credits and the corpus README
 
-CC_NOTICE = """This folder's pictures drawn from the sets listed below under {spdx} are licensed under the
+CC_NOTICE = """The corpus's pictures drawn from the sets named above are licensed under the
 Creative Commons {title} 4.0 International licence. The full legal code is at
 {url}legalcode
 (section 3(a)(1)(C) of the licence allows giving its address instead of a copy).
@@ -421,7 +421,7 @@ def write_licences(root: Path, langs: tuple[str, ...], styles: dict[str, list[st
         sets = [s for s in used_sets if s.licence == spdx]
         if spdx.startswith("CC-BY"):
             title = "Attribution-ShareAlike" if "SA" in spdx else "Attribution"
-            text = CC_NOTICE.format(spdx=spdx, title=title, url=sets[0].licence_url)
+            text = CC_NOTICE.format(title=title, url=sets[0].licence_url)
         elif spdx == "MIT":
             text = MIT_TEXT.format(copyright=sets[0].copyright)
         else:
@@ -457,7 +457,8 @@ def write_licences(root: Path, langs: tuple[str, ...], styles: dict[str, list[st
             terms = (f"MBROLA database {v.mbrola_id}, (c) its owners (LICENSES/mbrola-{v.mbrola_id}.txt); produced "
                      "with the MBROLA program; free of charge, not for sale")
         elif v.engine == "piper":
-            terms = "Piper voice en_US-joe-medium; its model card gives the dataset licence as CC0"
+            terms = ("Piper voice en_US-joe-medium; its model card gives the dataset licence as CC0 and says the "
+                     "model was fine-tuned from Piper's en_US lessac voice")
         else:
             terms = "espeak-ng (GPL-3.0 program); no terms attach to its output"
         lines.append(f"| {v.speaker} | {v.lang} | {v.engine} | {v.description} | {terms} |")
