@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from analyse.export import Embedded
 
@@ -54,7 +55,10 @@ def tsne_projection(audio: Embedded, perplexity: float = 30.0, seed: int = 0) ->
         raise ValueError(f"t-SNE needs at least 5 audio items, got {n}")
     perplexity = min(perplexity, (n - 1) / 3)
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine")
-    return _frame(audio, tsne.fit_transform(audio.vectors.astype(np.float64)))
+    # One OpenMP thread: on a shared 2-core machine the Barnes-Hut gradient ran 2-20x slower with two
+    # (threads spin-waiting on each other); at these sizes one thread takes seconds.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _frame(audio, tsne.fit_transform(audio.vectors.astype(np.float64)))
 
 
 def concept_palette(concepts: list[str]) -> dict[str, tuple]:

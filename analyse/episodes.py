@@ -181,7 +181,8 @@ def get_episodes(
             detail = ", ".join(f"{k}: saved {a!r}, wanted {b!r}" for k, (a, b) in differ.items())
             raise EpisodeError(
                 f"saved {test} episodes for {lang!r} in {episodes_dir} were drawn differently ({detail}); "
-                "fix: run `analyse episodes --redraw` and then rescore every run"
+                f"fix: ask for the saved ones (--episode-seed {meta.seed} --per-concept {meta.per_concept}), or replace "
+                "them with `analyse episodes --redraw` (same options) and then rescore every run"
             )
         return frame
     frame = draw_episodes(audio, images, lang, test, per_concept=per_concept, seed=seed)

@@ -141,3 +141,45 @@ def test_translation_probe_known_accuracy():
         assert out.loc[(lang, "novel"), "accuracy"] == pytest.approx(100 * fixed / 19)
         assert out.loc[(lang, "novel"), "chance"] == pytest.approx(100 / 19)
         assert out.loc[(lang, "familiar"), "chance"] == pytest.approx(100 / 13)
+
+
+def test_modality_gap_and_pca_separate_the_modalities():
+    from analyse.embeddings import modality_gap, pca_projection
+
+    items = item_table(n_audio=3, n_image=3)
+    rng = np.random.default_rng(0)
+    # audio around e_60, images around e_61: the centroids are sqrt(2) apart (up to the noise)
+    emb = embed(items, lambda r: unit(60 if r.modality == "audio" else 61) + 0.01 * rng.normal(size=DIM))
+    gap = modality_gap(emb).set_index("kind")
+    assert gap.loc["all", "modality_gap"] == pytest.approx(np.sqrt(2), abs=0.01)
+    assert gap.loc["novel", "n_audio"] == 19 * 3 and gap.loc["familiar", "n_image"] == 13 * 3
+    frame, ratio = pca_projection(emb)
+    audio_x, image_x = frame.loc[frame["modality"] == "audio", "x"], frame.loc[frame["modality"] == "image", "x"]
+    assert ratio[0] > 0.9 and (np.sign(audio_x).nunique(), np.sign(image_x).nunique()) == (1, 1)
+    assert np.sign(audio_x.iloc[0]) != np.sign(image_x.iloc[0])
+
+
+def test_variance_summary_over_seeds():
+    from analyse.variance import bootstrap_mean_ci, summarise
+
+    assert bootstrap_mean_ci(np.array([0.3])) == (0.3, 0.3)
+    low, high = bootstrap_mean_ci(np.array([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert 0.1 <= low < 0.3 < high <= 0.5
+    per_run = pd.DataFrame([dict(train_langs="en", width=64, seed=s, modality="audio", kind="novel", scope="all", variance=v)
+                            for s, v in enumerate([0.2, 0.4])])
+    row = summarise(per_run).iloc[0]
+    assert row["mean"] == pytest.approx(0.3) and row["n_seeds"] == 2 and 0.2 <= row["ci_low"] <= row["ci_high"] <= 0.4
+
+
+def test_exported_embeddings_round_trip(tmp_path):
+    from analyse.export import load_embedded, save_embedded
+
+    items = item_table(n_audio=2, n_image=2)
+    emb = embed(items, lambda r: np.random.default_rng(len(r.id)).normal(size=DIM))
+    save_embedded(emb, tmp_path, "abc")
+    loaded, sha = load_embedded(tmp_path)
+    assert sha == "abc" and np.array_equal(loaded.vectors, emb.vectors)
+    pd.testing.assert_frame_equal(loaded.items, emb.items[loaded.items.columns])
+    # an items.csv from another export does not pass for this one
+    emb.items.iloc[::-1].to_csv(tmp_path / "items.csv", index=False)
+    assert load_embedded(tmp_path) is None
