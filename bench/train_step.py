@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train_step.py                  # CPU, the paper configuration (W=256, batch 60)
     .venv/bin/python bench/train_step.py --device cuda    # on a GPU
+    .venv/bin/python bench/train_step.py --demo-sweep -- --width 128 --epochs 12   # the demo's 12 runs
 
 Both sides run the paper's objective: 60 audio anchors, each with 1 positive + 11 negative images and
 11 negative audios (720 image and 780 audio sequences per step), on the same episodes drawn from a pool
@@ -16,9 +17,14 @@ that few draws repeat.
 """
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train-heads: sleeping, not spinning, OpenMP waits
+
 import argparse
 import math
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -114,7 +120,44 @@ def timed(step, n_warmup: int, n_timed: int, device: str) -> list[float]:
     return times
 
 
+def demo_sweep(train_options: list[str]) -> None:
+    """Time `train-heads` on the demo's 12 runs over synthetic stores of the demo's shapes (whisper-base
+    512-d audio of ~25 frames per word, efficientnet-lite0 1280-d images of 49 positions; 13 familiar and
+    19 novel concepts, 40 words per concept and language, 60 images per concept; 60/20/20 % splits for
+    familiar concepts). Features are a concept prototype plus noise: the accuracies say little, the
+    times are the point (use the real demo stores when they exist: `make demo` prints its own)."""
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.synthetic
+    from tests.synthetic import FAMILIAR, NOVEL, synthetic_items, write_synthetic_store
+
+    concepts = list(FAMILIAR + NOVEL)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as home:
+        folder = Path(home) / "cache" / "demo"
+        folder.mkdir(parents=True)
+        splits = ("train", "train", "train", "valid", "test")
+        for modality, dim, per in (("audio", 512, 40), ("image", 1280, 60)):
+            proto = rng.standard_normal((len(concepts), dim))
+            for lang in ("en", "fr", "nl") if modality == "audio" else (None,):
+                items = synthetic_items(len(concepts) * per, modality, lang=lang or "", concepts=concepts, splits=splits)
+                code = [concepts.index(c) for c in items.concept]
+                sizes = rng.integers(15, 36, len(code)) if modality == "audio" else np.full(len(code), 49)
+                feats = [proto[c] + 3.0 * rng.standard_normal((n, dim)) for c, n in zip(code, sizes)]
+                name = f"audio-{lang}.synthetic.h5" if lang else "image.synthetic.h5"
+                write_synthetic_store(folder / name, modality, items, feats, lang=lang or "en")
+        command = [str(Path(sys.executable).parent / "train-heads"), "--corpus", "demo", "--configs", "en", "fr", "nl",
+                   "en+fr", "en+nl", "fr+nl", "--seeds", "0-1", "--study", "demo", "--quiet", *train_options]
+        print(" ".join(command[1:]))
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env={**os.environ, "VGSME_HOME": home})
+        print(f"12 runs in {time.perf_counter() - start:.0f} s (wall, including start-up and loading)")
+
+
 def main() -> None:
+    if "--demo-sweep" in sys.argv:
+        options = sys.argv[sys.argv.index("--demo-sweep") + 1:]
+        return demo_sweep(options[1:] if options[:1] == ["--"] else options)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--width", type=int, default=256)
@@ -124,7 +167,10 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=2, help="timed reference steps (after 1 warm-up)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device, device_type = args.device, "cuda" if args.device.startswith("cuda") else "cpu"
     rng = np.random.default_rng(0)
     torch.manual_seed(0)

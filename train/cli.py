@@ -1,16 +1,23 @@
 """`train-heads`: train the pooling heads on cached features, one run or a sweep (a thin shell over train.loop)."""
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+import os
 
-import click
+# Before torch loads OpenMP: worker threads that wait by sleeping rather than spinning. On a 2-core machine
+# that other jobs keep busy, spinning threads made a training step 5-10x slower (bench/train_step.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cache import layout
-from train.loop import LoadedStores, resolve_device, train_sweep
-from train.model import LOGIT_MODES, TwoTower
-from train.runs import RunConfigError, load_run, parse_seeds, plan_runs
-from train.sampler import NEGATIVE_MODES
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+import torch  # noqa: E402
+
+from cache import layout  # noqa: E402
+from train.loop import LoadedStores, resolve_device, train_sweep  # noqa: E402
+from train.model import LOGIT_MODES, TwoTower  # noqa: E402
+from train.runs import RunConfigError, load_run, parse_seeds, plan_runs  # noqa: E402
+from train.sampler import NEGATIVE_MODES  # noqa: E402
 
 # Options that take several space-separated values (`--langs en fr`), as well as commas (`--langs en,fr`).
 GREEDY_OPTIONS = ("--langs", "--configs", "--seeds", "--widths", "--width")
@@ -74,12 +81,16 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               help="Folder to put the run folders in, instead of $VGSME_HOME/runs/<study>.")
 @click.option("--name", help="Folder name of a single run (default <langs>-w<width>-s<seed>).")
 @click.option("--force", is_flag=True, help="Retrain runs that are complete (their folders are replaced).")
+@click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
+              "core]; 1 is faster when other jobs keep the cores busy.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, negatives_mode, logit_mode, equal_steps, precision, device, study,
-                out, name, force, quiet) -> None:
+                out, name, force, threads, quiet) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder."""
     logging.basicConfig(level=logging.WARNING)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         lang_sets = language_sets(split_values(langs), split_values(configs))
         cache_folder = cache_folder or layout.cache_dir(corpus)
