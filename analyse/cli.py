@@ -20,17 +20,24 @@ from cache.layout import reports_dir
 
 
 def _runs_options(fn):
-    """The options every command shares: which runs, where study files go, which device."""
+    """The arguments every command shares: which runs."""
     options = [
         click.argument("targets", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path)),
         click.option("--study", help="Analyse $VGSME_HOME/runs/STUDY (added to any TARGETS)."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     help="Folder for study-wide files [default: $VGSME_HOME/reports/<study>]."),
-        click.option("--device", default="cpu", show_default=True, help="Torch device for embedding (cpu, cuda, cuda:1)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _out_option(fn):
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                        help="Folder for the study-wide files [default: $VGSME_HOME/reports/<study>].")(fn)
+
+
+def _device_option(fn):
+    return click.option("--device", default="cpu", show_default=True,
+                        help="Torch device for embedding test items (cpu, cuda, cuda:1).")(fn)
 
 
 def _episode_options(fn):
@@ -81,7 +88,7 @@ def analyse(verbose: bool) -> None:
 @_episode_options
 @click.option("--redraw", is_flag=True, help="Draw the episodes anew (after a corpus change); rescore every run afterwards.")
 @_errors_as_click
-def episodes(targets, study, out, device, episode_seed, per_concept, redraw):
+def episodes(targets, study, episode_seed, per_concept, redraw):
     """Draw (once) or check the shared familiar and ME episodes of the runs' languages."""
     from analyse.episodes import get_episodes
     from analyse.study import episodes_dir, items_frame, open_store
@@ -104,9 +111,10 @@ def episodes(targets, study, out, device, episode_seed, per_concept, redraw):
 
 @analyse.command()
 @_runs_options
+@_device_option
 @click.option("--force", is_flag=True, help="Re-embed even when embeddings of the current checkpoint exist.")
 @_errors_as_click
-def export(targets, study, out, device, force):
+def export(targets, study, device, force):
     """Write every test item's embedding: <run>/analysis/embeddings.npz and items.csv."""
     from analyse.export import run_embeddings
 
@@ -128,26 +136,29 @@ def _score(targets, study, device, episode_seed, per_concept, tests):
 
 @analyse.command()
 @_runs_options
+@_device_option
 @_episode_options
 @_errors_as_click
-def familiar(targets, study, out, device, episode_seed, per_concept):
+def familiar(targets, study, device, episode_seed, per_concept):
     """Familiar test: query and both images from familiar concepts; writes predictions.csv, accuracy.csv."""
     _score(targets, study, device, episode_seed, per_concept, ("familiar",))
 
 
 @analyse.command()
 @_runs_options
+@_device_option
 @_episode_options
 @_errors_as_click
-def me(targets, study, out, device, episode_seed, per_concept):
+def me(targets, study, device, episode_seed, per_concept):
     """ME test: novel query and positive image, familiar negative; writes predictions.csv, accuracy.csv."""
     _score(targets, study, device, episode_seed, per_concept, ("me",))
 
 
 @analyse.command()
 @_runs_options
+@_out_option
 @_errors_as_click
-def table(targets, study, out, device):
+def table(targets, study, out):
     """Table 1 (mean ± SE over seeds) as table1.csv, .md and .tex."""
     from analyse.table import study_table
 
@@ -159,11 +170,12 @@ def table(targets, study, out, device):
 
 @analyse.command()
 @_runs_options
+@_out_option
 @click.option("--test", "test_name", type=click.Choice(TESTS), default="me", show_default=True, help="Which test to compare on.")
 @click.option("--resamples", default=9999, show_default=True, help="Permutations per test.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstrap.")
 @_errors_as_click
-def compare(targets, study, out, device, test_name, resamples, seed):
+def compare(targets, study, out, test_name, resamples, seed):
     """Each bilingual model vs the monolingual model of its test language: paired permutation tests."""
     from analyse.compare import study_compare
 
@@ -174,6 +186,8 @@ def compare(targets, study, out, device, test_name, resamples, seed):
 
 @analyse.command()
 @_runs_options
+@_out_option
+@_device_option
 @click.option("--per-concept", default=30, show_default=True, help="Most items per (concept, language) in the subsample.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the subsample and the bootstrap.")
 @_errors_as_click
@@ -187,12 +201,13 @@ def variance(targets, study, out, device, per_concept, seed):
 
 @analyse.command()
 @_runs_options
+@_device_option
 @click.option("--all-seeds", is_flag=True, help="Draw every run, not only the first seed of each configuration.")
 @click.option("--perplexity", default=30.0, show_default=True, help="t-SNE perplexity (lowered for small sets).")
 @click.option("--seed", default=0, show_default=True, help="t-SNE seed (and of its subsample).")
 @click.option("--tsne-per-concept", default=20, show_default=True, help="Most audio items per (concept, language) in the t-SNE.")
 @_errors_as_click
-def embeddings(targets, study, out, device, all_seeds, perplexity, seed, tsne_per_concept):
+def embeddings(targets, study, device, all_seeds, perplexity, seed, tsne_per_concept):
     """PCA of audio + image embeddings, t-SNE of audio, modality gap (Fig. 3)."""
     from analyse.embeddings import run_projections
 
@@ -204,6 +219,8 @@ def embeddings(targets, study, out, device, all_seeds, perplexity, seed, tsne_pe
 
 @analyse.command()
 @_runs_options
+@_out_option
+@_device_option
 @_errors_as_click
 def translation(targets, study, out, device):
     """Nearest-centroid translation probe between a bilingual model's languages, and a raw-feature baseline."""
@@ -218,8 +235,9 @@ def translation(targets, study, out, device):
 
 @analyse.command()
 @_runs_options
+@_out_option
 @_errors_as_click
-def report(targets, study, out, device):
+def report(targets, study, out):
     """One self-contained HTML page of the study from what the other commands wrote."""
     from analyse.report.writer import write_report
 
@@ -229,6 +247,8 @@ def report(targets, study, out, device):
 
 @analyse.command(name="all")
 @_runs_options
+@_out_option
+@_device_option
 @_episode_options
 @_errors_as_click
 def all_(targets, study, out, device, episode_seed, per_concept):
