@@ -90,23 +90,19 @@ def analyse(verbose: bool) -> None:
 @_errors_as_click
 def episodes(targets, study, episode_seed, per_concept, redraw):
     """Draw (once) or check the shared familiar and ME episodes of the runs' languages."""
-    from analyse.episodes import get_episodes
-    from analyse.study import episodes_dir, items_frame, open_store
+    from analyse.episodes import episode_paths, episodes_for_run
+    from analyse.study import episodes_dir
 
-    runs, _ = _resolve(targets, study)
+    runs = find_runs(list(targets), study)
     done = set()
     for run in runs:
         for lang in run.langs:
             for test in TESTS:
                 key = (episodes_dir(run), lang, test)
-                if key in done:
-                    continue
-                done.add(key)
-                audio, image = open_store(run.audio_stores[lang]), open_store(run.image_store)
-                frame = get_episodes(key[0], items_frame(audio, "audio"), items_frame(image, "image"), lang, test,
-                                     corpus=audio.provenance.corpus, corpus_hash=audio.provenance.corpus_hash,
-                                     seed=episode_seed, per_concept=per_concept, redraw=redraw)
-                _say(f"{lang} {test} ({len(frame)} episodes)", key[0] / f"{lang}.{test}.csv")
+                if key not in done:
+                    done.add(key)
+                    frame = episodes_for_run(run, lang, test, episode_seed, per_concept, redraw=redraw)
+                    _say(f"{lang} {test} ({len(frame)} episodes)", episode_paths(*key)[0])
 
 
 @analyse.command()

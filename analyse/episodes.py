@@ -39,7 +39,8 @@ class EpisodeMeta:
     """What an episode file was drawn from; saved as `<lang>.<test>.json` beside the CSV."""
 
     corpus: str
-    corpus_hash: str
+    audio_hash: str  # the manifest hash of the items the audio store covers (its provenance corpus_hash)
+    image_hash: str  # the same for the image store
     lang: str
     test: str
     seed: int
@@ -162,18 +163,20 @@ def get_episodes(
     lang: str,
     test: str,
     corpus: str,
-    corpus_hash: str,
+    audio_hash: str,
+    image_hash: str,
     seed: int = DEFAULT_SEED,
     per_concept: int = DEFAULT_PER_CONCEPT,
     redraw: bool = False,
 ) -> pd.DataFrame:
     """Load the saved episodes for (lang, test), or draw and save them when there are none.
 
-    Saved episodes drawn from another corpus version (manifest hash), seed or size are refused rather
-    than silently redrawn: runs already scored on them would no longer be comparable.
+    Saved episodes drawn from other items (the stores' manifest hashes: the language's audio and the
+    images), another seed or size are refused rather than silently redrawn: runs already scored on them
+    would no longer be comparable.
     """
     saved = None if redraw else load_episodes(episodes_dir, lang, test)
-    wanted = {"corpus_hash": corpus_hash, "seed": seed, "per_concept": per_concept}
+    wanted = {"audio_hash": audio_hash, "image_hash": image_hash, "seed": seed, "per_concept": per_concept}
     if saved is not None:
         frame, meta = saved
         differ = {k: (getattr(meta, k), v) for k, v in wanted.items() if getattr(meta, k) != v}
@@ -186,7 +189,18 @@ def get_episodes(
             )
         return frame
     frame = draw_episodes(audio, images, lang, test, per_concept=per_concept, seed=seed)
-    meta = EpisodeMeta(corpus=corpus, corpus_hash=corpus_hash, lang=lang, test=test, seed=seed,
+    meta = EpisodeMeta(corpus=corpus, audio_hash=audio_hash, image_hash=image_hash, lang=lang, test=test, seed=seed,
                        per_concept=per_concept, n_episodes=len(frame))
     save_episodes(frame, meta, episodes_dir)
     return frame
+
+
+def episodes_for_run(run, lang: str, test: str, seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
+                     redraw: bool = False) -> pd.DataFrame:
+    """The shared episodes of one of a run's languages, from (or drawn into) the folder beside its stores."""
+    from analyse.study import episodes_dir, items_frame, open_store
+
+    audio, image = open_store(run.audio_stores[lang]), open_store(run.image_store)
+    return get_episodes(episodes_dir(run), items_frame(audio, "audio"), items_frame(image, "image"), lang, test,
+                        corpus=audio.provenance.corpus, audio_hash=audio.provenance.corpus_hash,
+                        image_hash=image.provenance.corpus_hash, seed=seed, per_concept=per_concept, redraw=redraw)

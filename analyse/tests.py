@@ -39,21 +39,6 @@ def accuracy_summary(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def run_episodes(run, test: str, lang: str, seed: int, per_concept: int) -> pd.DataFrame:
-    """The shared episodes of one language and test for this run's corpus (drawn on first use)."""
-    from analyse.episodes import get_episodes
-    from analyse.study import episodes_dir, items_frame, open_store
-
-    audio_store, image_store = open_store(run.audio_stores[lang]), open_store(run.image_store)
-    corpus_hash = audio_store.provenance.corpus_hash
-    if image_store.provenance.corpus_hash != corpus_hash:
-        raise ValueError(f"run {run.name}: the {lang} audio store and the image store come from different corpus "
-                         f"versions ({corpus_hash[:12]} vs {image_store.provenance.corpus_hash[:12]}); re-extract one")
-    return get_episodes(episodes_dir(run), items_frame(audio_store, "audio"), items_frame(image_store, "image"),
-                        lang, test, corpus=audio_store.provenance.corpus, corpus_hash=corpus_hash,
-                        seed=seed, per_concept=per_concept)
-
-
 def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "cpu", seed: int = 0,
               per_concept: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score `tests` on each of the run's languages; update `analysis/predictions.csv` and `accuracy.csv`.
@@ -61,11 +46,12 @@ def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "c
     Rows of other tests already in predictions.csv are kept, so `analyse familiar` and `analyse me` can
     run in either order. Returns the full predictions and accuracy tables of the run.
     """
+    from analyse.episodes import episodes_for_run
     from analyse.export import run_embeddings
     from analyse.study import write_csv
 
     embedded = run_embeddings(run, device)
-    fresh = [score_episodes(run_episodes(run, test, lang, seed, per_concept), embedded)
+    fresh = [score_episodes(episodes_for_run(run, lang, test, seed, per_concept), embedded)
              for lang in run.langs for test in tests]
     path = run.analysis_dir / "predictions.csv"
     parts = fresh

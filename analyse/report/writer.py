@@ -228,7 +228,7 @@ def _encoders(config: dict) -> str:
 
 
 def section_provenance(runs) -> str:
-    header = ["Run", "Languages", "Width", "Seed", "Epochs (best)", "Encoders", "Stores", "Corpus hash", "Code revision", "Status"]
+    header = ["Run", "Languages", "Width", "Seed", "Epochs (best)", "Encoders", "Stores", "Manifest hashes", "Code revision", "Status"]
     rows = []
     for run in runs:
         c = run.config

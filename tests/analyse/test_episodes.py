@@ -75,12 +75,14 @@ def test_missing_test_audio_is_an_error_naming_the_concept():
 
 def test_saved_episodes_are_reused_and_checked(tmp_path):
     audio, images = items()
-    first = get_episodes(tmp_path, audio, images, "en", "me", corpus="c", corpus_hash="h1")
+    first = get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a1", image_hash="i1")
     assert (tmp_path / "en.me.csv").exists() and (tmp_path / "en.me.json").exists()
     # reused even if the items changed: the file, not a redraw, is the reference
-    again = get_episodes(tmp_path, audio.iloc[::-1], images, "en", "me", corpus="c", corpus_hash="h1")
+    again = get_episodes(tmp_path, audio.iloc[::-1], images, "en", "me", corpus="c", audio_hash="a1", image_hash="i1")
     pd.testing.assert_frame_equal(first, again)
-    with pytest.raises(EpisodeError, match="corpus_hash"):
-        get_episodes(tmp_path, audio, images, "en", "me", corpus="c", corpus_hash="h2")
-    redrawn = get_episodes(tmp_path, audio, images, "en", "me", corpus="c", corpus_hash="h2", seed=5, redraw=True)
+    with pytest.raises(EpisodeError, match="image_hash"):
+        get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a1", image_hash="i2")
+    with pytest.raises(EpisodeError, match="audio_hash"):
+        get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a2", image_hash="i1")
+    redrawn = get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a2", image_hash="i1", seed=5, redraw=True)
     assert not redrawn.equals(first)
