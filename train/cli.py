@@ -65,6 +65,8 @@ def split_values(values: tuple[str, ...]) -> list[str]:
 @click.option("--image-encoder", help="Image encoder to pick when the cache holds several.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(1), help="Epochs (the paper: 24).")
 @click.option("--batch-size", default=60, show_default=True, type=click.IntRange(1), help="Anchors per step.")
+@click.option("--lr", "lr_max", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (after the warm-up; the schedule starts and ends at 1e-6).")
 @click.option("--negatives", "negatives_mode", type=click.Choice(NEGATIVE_MODES), default="per-anchor",
               show_default=True, help="per-anchor: the paper's 11 + 11 negatives per anchor; shared: 11 + 11 per "
               "step shared by all anchors (faster; a different objective, an ablation).")
@@ -85,7 +87,7 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               "core]; 1 is faster when other jobs keep the cores busy.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
-                image_encoder, epochs, batch_size, negatives_mode, logit_mode, equal_steps, precision, device, study,
+                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 out, name, force, threads, quiet) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder."""
     logging.basicConfig(level=logging.WARNING)
@@ -106,7 +108,7 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                                  "--audio-encoder")
         runs = plan_runs(lang_sets, [int(w) for w in split_values(widths)], parse_seeds(",".join(seeds)),
                          audio_stores, image_paths, audio_dims.popitem()[1], stores.store(image_paths).dim,
-                         epochs=epochs, batch_size=batch_size, negatives_mode=negatives_mode,
+                         epochs=epochs, batch_size=batch_size, lr_max=lr_max, negatives_mode=negatives_mode,
                          logit_mode=logit_mode, precision=precision, equal_steps=equal_steps, device=device)
         for width in dict.fromkeys(run.width for run in runs):
             count = TwoTower(runs[0].audio_dim, runs[0].image_dim, width).parameter_count()

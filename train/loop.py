@@ -166,8 +166,8 @@ def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
                                             vocabulary),
                               vocabulary, name, config.negatives, mode)
 
-    provenance = {str(p): s.provenance.to_dict() for (s, _), p in zip(audio, config.audio_stores)}
-    provenance[str(config.image_store)] = image_store.provenance.to_dict()
+    provenance = {",".join(paths): s.provenance.to_dict() for (s, _), paths in zip(audio, config.audio_stores)}
+    provenance[",".join(config.image_store)] = image_store.provenance.to_dict()
     return TrainingData(AudioPool([m for _, m in audio], [s.lengths for s, _ in audio]), image_mem,
                         sampler("train", config.negatives_mode), sampler("valid", "per-anchor"), provenance)
 
@@ -279,7 +279,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
     # resume from the last completed epoch
     state_path = run_dir / "state.pt"
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=False)  # RNG states must stay on CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
