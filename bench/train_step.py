@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train-heads: sleeping, not spinning, OpenMP waits
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
