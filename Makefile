@@ -17,9 +17,9 @@ DEMO_DEBS := espeak-ng sox mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 \
 	mbrola-nl2 mbrola-nl3
 TEST_DEBS := chromium
 
-# The demo's lighter configuration (docs/demo.md says why each value differs from the paper's).
+# The demo's lighter configuration (docs/training.md, "The demo configuration", says why).
 DEMO_SEEDS ?= 0-1
-DEMO_TRAIN_OPTS ?= --width 128 --epochs 12
+DEMO_TRAIN_OPTS ?= --width 128 --epochs 16 --logit-mode cap --lr 2e-3
 
 .PHONY: demo test venv system-deps test-system-deps npm-deps bench clean help
 

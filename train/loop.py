@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import cache
-from train.loss import correct_choices, episode_logits, episode_loss
+from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
 from train.runs import (RunConfig, RunConfigError, atomic_write, check_same_run, code_revision, read_config, write_json,
                         write_metrics)
@@ -216,13 +216,15 @@ def train_step(model: TwoTower, optimizer: torch.optim.Optimizer, scaler: torch.
 
 
 @torch.no_grad()
-def evaluate(model: TwoTower, data: TrainingData, episodes: Episodes, autocast, bucket: int) -> tuple[float, float]:
-    """Validation loss and familiar accuracy (audio→image: the positive beats all 11 negatives)."""
+def evaluate(model: TwoTower, data: TrainingData, episodes: Episodes, autocast,
+             bucket: int) -> tuple[float, float, float]:
+    """Validation loss, familiar accuracy (two images, as the familiar test) and top-1 of 12 (audio→image)."""
     model.eval()
     with autocast():
         to_image, to_audio = episode_scores(model, data, episodes, bucket)
         loss = episode_loss(to_image, to_audio)
-    return float(loss), float(correct_choices(to_image).float().mean())
+    return (float(loss), float(familiar_test_accuracy(to_image).mean()),
+            float(correct_choices(to_image).float().mean()))
 
 
 def autocast_factory(device_type: str, precision: str):
@@ -309,10 +311,10 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{metrics[-1]['val_familiar_acc']:.3f}" if metrics else "-",
                             samples_s=f"{bar.n / max(1e-9, time.perf_counter() - started):.0f}")
         bar.close()
-        val_loss, val_acc = evaluate(model, data, valid_episodes, autocast, config.audio_bucket)
+        val_loss, val_acc, val_top1 = evaluate(model, data, valid_episodes, autocast, config.audio_bucket)
         metrics.append({"epoch": epoch + 1, "train_loss": total_loss / len(order), "val_loss": val_loss,
                         "val_familiar_acc": val_acc, "lr": lr, "logit_scale": model.logit_scale().item(),
-                        "seconds": round(time.perf_counter() - started, 3)})
+                        "seconds": round(time.perf_counter() - started, 3), "val_top1_acc": val_top1})
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch + 1, "weights": copy.deepcopy(model.state_dict())}
         log.info("%s epoch %d: %s", run_dir.name, epoch + 1, metrics[-1])

@@ -36,3 +36,13 @@ def episode_loss(to_image: torch.Tensor, to_audio: torch.Tensor) -> torch.Tensor
 def correct_choices(to_image: torch.Tensor) -> torch.Tensor:
     """Audio→image episodes won: the positive image scores strictly above every negative (ties count as lost)."""
     return to_image[:, 0] > to_image[:, 1:].max(dim=1).values
+
+
+def familiar_test_accuracy(to_image: torch.Tensor) -> torch.Tensor:
+    """Per episode, the share of its negatives that the positive image beats (ties count as lost).
+
+    This is the paper's familiar test (an audio query, its image and one image of another familiar concept)
+    asked once for every negative of a validation episode: the expected two-image accuracy, with less
+    variance than drawing one negative.
+    """
+    return (to_image[:, :1] > to_image[:, 1:]).float().mean(dim=1)

@@ -20,7 +20,8 @@ from pathlib import Path
 from train.model import TwoTower
 from train.schedule import LR_MAX, LR_MIN, WARMUP_FRACTION, WEIGHT_DECAY
 
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_familiar_acc", "lr", "logit_scale", "seconds")
+METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_familiar_acc", "lr", "logit_scale", "seconds",
+                  "val_top1_acc")
 # Fields that may differ between a run folder and a rerun of it (they do not change the numbers on CPU).
 RERUN_FREE_FIELDS = ("device",)
 
