@@ -19,9 +19,9 @@ TEST_DEBS := chromium
 
 # The demo's lighter configuration (docs/training.md, "The demo configuration", says why).
 DEMO_SEEDS ?= 0-1
-DEMO_TRAIN_OPTS ?= --width 128 --epochs 16 --logit-mode cap --lr 2e-3
+DEMO_TRAIN_OPTS ?= --width 128 --epochs 20 --logit-mode cap --lr 2e-3
 
-.PHONY: demo test venv system-deps test-system-deps npm-deps bench clean help
+.PHONY: demo test venv system-deps test-system-deps npm-deps bench clean help readme-results
 
 help:
 	@echo "make demo   build the demo corpus, extract features, train, analyse, report"
@@ -51,10 +51,16 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: venv system-deps npm-deps
-	$(BIN)/vgsme-demo-corpus
-	$(BIN)/extract-features --corpus demo --all
-	$(BIN)/train-heads --corpus demo --configs en fr nl en+fr en+nl fr+nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
-	$(BIN)/analyse all --study demo
+	time $(BIN)/vgsme-demo-corpus
+	time $(BIN)/extract-features --corpus demo --all
+	time $(BIN)/train-heads --corpus demo --configs en fr nl en+fr en+nl fr+nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
+	time $(BIN)/analyse all --study demo
+
+# Copy the demo's Table 1 and two figures next to the README (run after `make demo`).
+readme-results:
+	mkdir -p docs/demo
+	cp $(VGSME_HOME)/reports/demo/table1.md $(VGSME_HOME)/reports/demo/variance.png docs/demo/
+	cp $(VGSME_HOME)/runs/demo/en+nl-w128-s0/analysis/pca.png docs/demo/pca.png
 
 test: venv test-system-deps npm-deps
 	$(BIN)/python -m pytest -q
