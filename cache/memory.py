@@ -6,12 +6,17 @@ rows are gathered in one call. On CPU that call is `np.take(..., out=, mode="cli
 tensors: measured on this project's machine, `torch.index_select` on a large float16 tensor with two
 threads took anywhere from 20 ms to 4.9 s for the same batch, and numpy's default `mode="raise"` buffers
 the output (99 ms instead of 26 ms). Indices are bounds-checked before, so "clip" never hides an error.
+One `np.take` copies at a single core's memory bandwidth; `np.take` releases the GIL, so a large gather is
+split into one slice per core on a small thread pool (720 images: 28.7 → 15.8 ms here).
 On CUDA plain tensor indexing is used.
 """
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +26,24 @@ if TYPE_CHECKING:
     from .store import FeatureStore
 
 log = logging.getLogger(__name__)
+
+PARALLEL_TAKE_BYTES = 8 << 20  # below this a single np.take is as fast as a split one
+
+
+@cache
+def _take_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="vgsme-take")
+
+
+def take_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+    """out[:] = src[idx] along axis 0, split over the cores when the copy is large."""
+    workers = os.cpu_count() or 1
+    if workers == 1 or out.nbytes < PARALLEL_TAKE_BYTES or len(idx) < 2 * workers:
+        np.take(src, idx, axis=0, out=out, mode="clip")
+        return
+    bounds = np.linspace(0, len(idx), workers + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    list(_take_pool().map(lambda part: np.take(src, idx[part], axis=0, out=out[part], mode="clip"), parts))
 
 
 @dataclass(eq=False)
@@ -147,7 +170,7 @@ class InMemoryFeatures:
         if self.modality == "image":
             x = self._output((len(idx),) + tuple(self.frames_padded.shape[1:]), out)
             if self.device.type == "cpu":
-                np.take(self.frames_padded.numpy(), idx, axis=0, out=x.numpy(), mode="clip")
+                take_rows(self.frames_padded.numpy(), idx, x.numpy())
             else:
                 torch.index_select(self.frames_padded, 0, torch.as_tensor(idx, device=self.device), out=x)
             return x, None
@@ -158,8 +181,7 @@ class InMemoryFeatures:
         frame_idx = np.where(pad, len(self.frames_padded) - 1, self._offsets_np[idx][:, None] + steps[None, :])
         x = self._output((len(idx), t_max, self.dim), out)
         if self.device.type == "cpu":
-            np.take(self.frames_padded.numpy(), frame_idx.reshape(-1), axis=0,
-                    out=x.numpy().reshape(-1, self.dim), mode="clip")
+            take_rows(self.frames_padded.numpy(), frame_idx.reshape(-1), x.numpy().reshape(-1, self.dim))
             return x, torch.from_numpy(pad)
         fi = torch.as_tensor(frame_idx.reshape(-1), device=self.device)
         torch.index_select(self.frames_padded, 0, fi, out=x.view(-1, self.dim))

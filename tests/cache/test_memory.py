@@ -17,8 +17,17 @@ def _naive(feats, idx):
     return x, pad
 
 
+@pytest.fixture(params=["single", "split"])
+def take_mode(request, monkeypatch):
+    """Run a gather test with one np.take and with the copy split over a thread pool (forced on tiny data)."""
+    if request.param == "split":
+        monkeypatch.setattr("cache.memory.PARALLEL_TAKE_BYTES", 0)
+        monkeypatch.setattr("cache.memory.os.cpu_count", lambda: 3)
+    return request.param
+
+
 @pytest.mark.parametrize("ext", ["h5", "zarr"])
-def test_audio_gather_matches_naive_reference(tmp_path, ext):
+def test_audio_gather_matches_naive_reference(tmp_path, ext, take_mode):
     rng = np.random.default_rng(4)
     feats = synthetic_features(50, "audio", 7, rng, min_len=1, max_len=12)
     mem = open_store(write_synthetic_store(tmp_path / f"a.{ext}", "audio", 50, feats)).load()
@@ -33,7 +42,7 @@ def test_audio_gather_matches_naive_reference(tmp_path, ext):
     assert torch.allclose(means[1], torch.from_numpy(feats[5].astype(np.float16).astype(np.float32).mean(0)), atol=1e-5)
 
 
-def test_image_gather_matches_naive_reference(tmp_path):
+def test_image_gather_matches_naive_reference(tmp_path, take_mode):
     rng = np.random.default_rng(5)
     feats = synthetic_features(30, "image", 6, rng, positions=3)
     mem = open_store(write_synthetic_store(tmp_path / "i.h5", "image", 30, feats)).load()
