@@ -209,10 +209,15 @@ def file_digest(path: str | Path) -> str:
     """sha256 of a file's bytes, cached per (path, size, mtime_ns) for the life of the process.
 
     The cache makes a second manifest hash (extraction of another language, a resumed run) cost only a
-    stat per file; a rewritten file gets a new mtime and is read again.
+    stat per file; a rewritten file gets a new mtime and is read again. A missing file (possible only when
+    media checks were skipped, as `extract-features --skip-bad` does) hashes as "missing", so restoring it
+    changes the manifest hash.
     """
     path = os.fspath(path)
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
     key = (path, st.st_size, st.st_mtime_ns)
     with _digest_lock:
         cached = _digest_cache.get(key)

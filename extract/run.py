@@ -110,23 +110,6 @@ def item_table(corpus: Corpus, items: Sequence[Item]) -> ItemTable:
     )
 
 
-def corpus_hash(corpus: Corpus, modality: str, lang: str | None) -> str:
-    """The manifest hash of the items this store covers (``Corpus.manifest_hash``).
-
-    Items whose media file is missing (only possible with ``--skip-bad``, which loads the corpus without
-    checking media) cannot be content-hashed; the hash then covers the items whose files exist, so restoring
-    a file changes the hash and the store is rebuilt.
-    """
-    present = dataclasses.replace(
-        corpus,
-        audio=tuple(a for a in corpus.audio if os.path.isfile(a.path)),
-        images=tuple(i for i in corpus.images if os.path.isfile(i.path)),
-    )
-    if len(present.audio) == len(corpus.audio) and len(present.images) == len(corpus.images):
-        present = corpus
-    return present.manifest_hash(modality, lang if modality == "audio" else None)
-
-
 def provenance_for(
     corpus: Corpus,
     modality: str,
@@ -150,7 +133,7 @@ def provenance_for(
         lang=lang if modality == "audio" else None,
         preprocessing=preprocessing,
         corpus=corpus.name,
-        corpus_hash=corpus_hash(corpus, modality, lang),
+        corpus_hash=corpus.manifest_hash(modality, lang if modality == "audio" else None),
         package_version=package_version(),
         shard=shard,
     )

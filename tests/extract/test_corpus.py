@@ -317,6 +317,16 @@ def test_manifest_hash_sees_a_rewritten_file_with_same_size(corpus_dir):
     assert corpus.manifest_hash() != before
 
 
+def test_manifest_hash_of_a_corpus_with_a_missing_file_changes_when_it_returns(corpus_dir, tmp_path):
+    before = load_corpus(corpus_dir).manifest_hash("audio", "en")
+    path = corpus_dir / "audio" / "en-dog-train-0.wav"
+    kept = path.rename(tmp_path / "kept.wav")
+    without = load_corpus(corpus_dir, check_media=False).manifest_hash("audio", "en")  # --skip-bad loads so
+    assert without != before
+    kept.rename(path)
+    assert load_corpus(corpus_dir).manifest_hash("audio", "en") == before
+
+
 # ---------------------------------------------------------------------------------------------- resolve
 
 
