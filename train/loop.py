@@ -24,7 +24,6 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import cache
-from cache.memory import take_rows
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
 from train.runs import (RunConfig, RunConfigError, atomic_write, check_same_run, code_revision, read_config, write_json,
@@ -74,7 +73,8 @@ class ResidentFeatures:
         if self.frames.device.type == "cpu":
             x = torch.empty(shape, dtype=self.frames.dtype)
             as_int = lambda t: t.view(torch.int16).numpy()
-            take_rows(as_int(self.frames), rows, as_int(x).reshape((len(rows),) + self.frames.shape[1:]))
+            np.take(as_int(self.frames), rows, axis=0, out=as_int(x).reshape((len(rows),) + self.frames.shape[1:]),
+                    mode="clip")
         else:
             x = self.frames.index_select(0, torch.as_tensor(rows, device=self.frames.device)).view(shape)
         return x, pad
