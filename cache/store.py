@@ -364,31 +364,28 @@ class FeatureStore:
             return out, lengths.astype(np.int32)
         return out[inverse], lengths[inverse].astype(np.int32)
 
-    def iter_rows(self, slice_bytes: int = LOAD_SLICE_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-        """(first_row, block) over the whole features array in big contiguous slices (for scans like verify)."""
+    def _row_slices(self, slice_bytes: int) -> Iterator[tuple[object, int, int, int]]:
+        """(file, a, b, first_row): the features array in contiguous slices of about `slice_bytes`."""
         row_bytes = int(np.prod(self._files[0].features_shape[1:])) * 2
         step = max(1, slice_bytes // row_bytes)
         start = 0
         for f in self._files:
             n = f.features_shape[0]
             for a in range(0, n, step):
-                b = min(n, a + step)
-                block = np.empty((b - a,) + tuple(f.features_shape[1:]), np.float16)
-                f.read_rows_into(a, b, block)
-                yield start + a, block
+                yield f, a, min(n, a + step), start + a
             start += n
+
+    def iter_rows(self, slice_bytes: int = LOAD_SLICE_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """(first_row, block) over the whole features array in big contiguous slices (for scans like verify)."""
+        for f, a, b, first in self._row_slices(slice_bytes):
+            block = np.empty((b - a,) + tuple(f.features_shape[1:]), np.float16)
+            f.read_rows_into(a, b, block)
+            yield first, block
 
     def read_all_into(self, out: np.ndarray, slice_bytes: int = LOAD_SLICE_BYTES) -> None:
         """Fill `out` (total_frames or N rows, float16, C-contiguous) with the whole features array."""
-        row_bytes = int(np.prod(out.shape[1:])) * 2
-        step = max(1, slice_bytes // row_bytes)
-        start = 0
-        for f in self._files:
-            n = f.features_shape[0]
-            for a in range(0, n, step):
-                b = min(n, a + step)
-                f.read_rows_into(a, b, out[start + a:start + b])
-            start += n
+        for f, a, b, first in self._row_slices(slice_bytes):
+            f.read_rows_into(a, b, out[first:first + b - a])
 
     def load(self, device: str = "cpu", pin: bool = False) -> "InMemoryFeatures":
         """The whole store as torch tensors on `device` (CPU RAM, optionally pinned, or a CUDA device)."""
