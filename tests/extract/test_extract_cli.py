@@ -16,20 +16,11 @@ from click.testing import CliRunner
 from cache.store import journal_path, open_store
 from extract.cli import extract_features
 from tests.extract.corpus_fixtures import write_tiny_corpus
-from tests.extract.tiny_models import save_tiny_resnet, save_tiny_wavlm
 
 REPO = Path(__file__).resolve().parents[2]
 # per language: 2 familiar concepts × 5 words + 1 novel × 2 = 12 words; 2 × 7 + 1 × 2 = 16 pictures
 SMALL = {"familiar": 2, "novel": 1, "tokens_per_split": {"train": 2, "valid": 1, "test": 2}}
 N_AUDIO, N_IMAGES = 12, 16
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    save_tiny_wavlm(root / "tiny-wavlm")
-    save_tiny_resnet(root / "tiny-resnet")
-    return root
 
 
 @pytest.fixture

@@ -14,15 +14,7 @@ from extract.corpus import load_corpus
 from extract.encoders.registry import load_encoder
 from extract.run import ExtractionError, extract_store, plan_items
 from tests.extract.corpus_fixtures import write_tiny_corpus
-from tests.extract.tiny_models import save_tiny_resnet, save_tiny_wavlm
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    save_tiny_wavlm(root / "tiny-wavlm")
-    save_tiny_resnet(root / "tiny-resnet")
-    return root
+from tests.extract.tiny_models import save_tiny_wavlm
 
 
 @pytest.fixture(scope="module")
