@@ -305,6 +305,19 @@ class FeatureStore:
         else:
             self.offsets = None
 
+    @property
+    def fingerprint(self) -> str:
+        """A content fingerprint of the store (sha256 hex): equal fingerprints, equal features and metadata.
+
+        Runs record it for every store they train on, and analyses key their caches by it, so a store
+        rebuilt from a changed corpus or encoder is noticed downstream. Shards are fingerprinted as the
+        whole store they form.
+        """
+        from .hashing import sha256_json
+        return sha256_json({"provenance": self.provenance.to_dict(),
+                            "items": {c: v.tolist() for c, v in self.items.columns().items()},
+                            "lengths": self.lengths.tolist()})
+
     def __len__(self) -> int:
         return len(self.items)
 
