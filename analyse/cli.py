@@ -2,21 +2,25 @@
 
 Every command takes run folders, folders of runs, and/or `--study NAME` ($VGSME_HOME/runs/NAME). Per-run
 results go to `<run>/analysis/`; study-wide results to `--out` (default $VGSME_HOME/reports/<study>/).
+Each command parses its options and calls one library function (`analyse.pipeline` or a module's
+`study_*` function); `analyse all` calls the same functions in order. Accuracies print as percent.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
 
 import click
-from tqdm import tqdm
 
-from analyse.compare import CompareOptions
 from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS
-from analyse.study import RunInfo, find_runs, first_seed_runs, study_name
+from analyse.study import RunInfo, find_runs, study_name
+from analyse.variance import DEFAULT_PER_CONCEPT as VARIANCE_ITEMS_PER_CONCEPT
+from cache.clitools import Group, user_errors, verbosity_options
+from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device, resolve_precision
 from cache.layout import reports_dir
+
+log = logging.getLogger(__name__)
 
 
 def _runs_options(fn):
@@ -35,9 +39,12 @@ def _out_option(fn):
                         help="Folder for the study-wide files [default: $VGSME_HOME/reports/<study>].")(fn)
 
 
-def _device_option(fn):
-    return click.option("--device", default="cpu", show_default=True,
-                        help="Torch device for embedding test items (cpu, cuda, cuda:1).")(fn)
+def _embedding_options(fn):
+    """Where and how test items are embedded: resolved once, passed down as plain names."""
+    fn = click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                      help=f"Precision of the embedding forward pass: {PRECISION_HELP}.")(fn)
+    return click.option("--device", default="auto", show_default=True,
+                        help=f"Torch device for embedding test items: {DEVICE_HELP}.")(fn)
 
 
 def _episode_options(fn):
@@ -47,15 +54,12 @@ def _episode_options(fn):
                         help="Seed of the shared episode draw.")(fn)
 
 
-def _errors_as_click(fn):
-    """User errors (ValueError and friends) end the command with a message, not a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            raise click.ClickException(str(err)) from err
-    return wrapper
+def _hardware(device: str, precision: str) -> tuple[str, str]:
+    """`--device` and `--precision` resolved (never `auto`), the precision's reason logged."""
+    device = resolve_device(device)
+    resolved = resolve_precision(precision, device)
+    log.info("embedding on %s in %s (%s)", device, resolved.name, resolved.reason)
+    return device, resolved.name
 
 
 def _resolve(targets, study) -> tuple[list[RunInfo], str]:
@@ -72,90 +76,84 @@ def _say(label: str, paths) -> None:
         click.echo(f"{label}: {p}")
 
 
-def _progress(runs, desc: str):
-    return tqdm(runs, desc=desc, unit="run", leave=False, disable=len(runs) < 2)
+def _accuracy_line(accuracy, tests: tuple[str, ...]) -> str:
+    """`familiar en 98.5 %, me en 61.2 %`: a run's accuracies, in percent."""
+    return ", ".join(f"{r.test} {r.lang} {r.accuracy:.1f} %" for r in accuracy.itertuples() if r.test in tests)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log progress messages.")
-def analyse(verbose: bool) -> None:
+@click.group(cls=Group)
+def analyse() -> None:
     """Familiar and ME tests, Table 1, comparisons, variance, embeddings, translation, report."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 @analyse.command()
 @_runs_options
 @_episode_options
 @click.option("--redraw", is_flag=True, help="Draw the episodes anew (after a corpus change); rescore every run afterwards.")
-@_errors_as_click
-def episodes(targets, study, episode_seed, per_concept, redraw):
+@verbosity_options
+@user_errors
+def episodes(targets, study, episode_seed, per_concept, redraw, progress):
     """Draw (once) or check the shared familiar and ME episodes of the runs' languages."""
-    from analyse.episodes import episode_paths, episodes_for_run
-    from analyse.study import episodes_dir
+    from analyse.pipeline import draw_study_episodes
 
-    runs = find_runs(list(targets), study)
-    done = set()
-    for run in runs:
-        for lang in run.langs:
-            for test in TESTS:
-                key = (episodes_dir(run), lang, test)
-                if key not in done:
-                    done.add(key)
-                    frame = episodes_for_run(run, lang, test, episode_seed, per_concept, redraw=redraw)
-                    _say(f"{lang} {test} ({len(frame)} episodes)", episode_paths(*key)[0])
+    for drawn in draw_study_episodes(find_runs(list(targets), study), episode_seed, per_concept, redraw=redraw):
+        _say(f"{drawn.lang} {drawn.test} ({drawn.n_episodes} episodes)", drawn.path)
 
 
 @analyse.command()
 @_runs_options
-@_device_option
+@_embedding_options
 @click.option("--force", is_flag=True, help="Re-embed even when embeddings of the current checkpoint exist.")
-@_errors_as_click
-def export(targets, study, device, force):
+@verbosity_options
+@user_errors
+def export(targets, study, device, precision, force, progress):
     """Write every test item's embedding: <run>/analysis/embeddings.npz and items.csv."""
-    from analyse.export import run_embeddings
+    from analyse.pipeline import export_study
 
     runs, _ = _resolve(targets, study)
-    for run in _progress(runs, "embedding"):
-        run_embeddings(run, device, force=force)
-        _say(run.name, [run.analysis_dir / "embeddings.npz", run.analysis_dir / "items.csv"])
+    device, precision = _hardware(device, precision)
+    for run, paths in export_study(runs, device, precision, force=force, progress=progress):
+        _say(run.name, paths)
 
 
-def _score(targets, study, device, episode_seed, per_concept, tests):
-    from analyse.tests import score_run
+def _score(targets, study, device, precision, episode_seed, per_concept, tests, progress):
+    from analyse.pipeline import score_study
 
     runs, _ = _resolve(targets, study)
-    for run in _progress(runs, "scoring"):
-        _, accuracy = score_run(run, tests, device, episode_seed, per_concept)
-        summary = ", ".join(f"{r.test} {r.lang} {r.accuracy:.1f} %" for r in accuracy.itertuples() if r.test in tests)
-        _say(f"{run.name} ({summary})", run.analysis_dir / "predictions.csv")
+    device, precision = _hardware(device, precision)
+    for run, accuracy in score_study(runs, tests, device, precision, episode_seed, per_concept, progress=progress):
+        _say(f"{run.name} ({_accuracy_line(accuracy, tests)})", run.analysis_dir / "predictions.csv")
 
 
 @analyse.command()
 @_runs_options
-@_device_option
+@_embedding_options
 @_episode_options
-@_errors_as_click
-def familiar(targets, study, device, episode_seed, per_concept):
+@verbosity_options
+@user_errors
+def familiar(targets, study, device, precision, episode_seed, per_concept, progress):
     """Familiar test: query and both images from familiar concepts; writes predictions.csv, accuracy.csv."""
-    _score(targets, study, device, episode_seed, per_concept, ("familiar",))
+    _score(targets, study, device, precision, episode_seed, per_concept, ("familiar",), progress)
 
 
 @analyse.command()
 @_runs_options
-@_device_option
+@_embedding_options
 @_episode_options
-@_errors_as_click
-def me(targets, study, device, episode_seed, per_concept):
+@verbosity_options
+@user_errors
+def me(targets, study, device, precision, episode_seed, per_concept, progress):
     """ME test: novel query and positive image, familiar negative; writes predictions.csv, accuracy.csv."""
-    _score(targets, study, device, episode_seed, per_concept, ("me",))
+    _score(targets, study, device, precision, episode_seed, per_concept, ("me",), progress)
 
 
 @analyse.command()
 @_runs_options
 @_out_option
-@_errors_as_click
-def table(targets, study, out):
-    """Table 1 (mean ± SE over seeds) as table1.csv, .md and .tex."""
+@verbosity_options
+@user_errors
+def table(targets, study, out, progress):
+    """Table 1 (mean ± SE over seeds, percent) as table1.csv, .md and .tex."""
     from analyse.table import study_table
 
     runs, name = _resolve(targets, study)
@@ -170,70 +168,81 @@ def table(targets, study, out):
 @click.option("--test", "test_name", type=click.Choice(TESTS), default="me", show_default=True, help="Which test to compare on.")
 @click.option("--resamples", default=9999, show_default=True, help="Permutations per test.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstrap.")
-@_errors_as_click
-def compare(targets, study, out, test_name, resamples, seed):
+@verbosity_options
+@user_errors
+def compare(targets, study, out, test_name, resamples, seed, progress):
     """Each bilingual model vs the monolingual model of its test language: paired permutation tests."""
-    from analyse.compare import study_compare
+    from analyse.compare import CompareOptions
+    from analyse.pipeline import compare_study
 
     runs, name = _resolve(targets, study)
-    paths = study_compare(runs, _out(out, name), test_name, CompareOptions(n_resamples=resamples, seed=seed))
+    paths = compare_study(runs, _out(out, name), test_name, CompareOptions(n_resamples=resamples, seed=seed))
     _say("comparisons", list(paths.values()))
 
 
 @analyse.command()
 @_runs_options
 @_out_option
-@_device_option
-@click.option("--per-concept", default=30, show_default=True, help="Most items per (concept, language) in the subsample.")
+@_embedding_options
+@click.option("--items-per-concept", default=VARIANCE_ITEMS_PER_CONCEPT, show_default=True,
+              help="Most test items per (concept, language) in the subsample the variances are computed on.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the subsample and the bootstrap.")
-@_errors_as_click
-def variance(targets, study, out, device, per_concept, seed):
+@verbosity_options
+@user_errors
+def variance(targets, study, out, device, precision, items_per_concept, seed, progress):
     """Trace of the covariance of familiar / novel, audio / image embeddings; bar figure (Fig. 4)."""
     from analyse.variance import study_variance
 
     runs, name = _resolve(targets, study)
-    _say("variance", list(study_variance(runs, _out(out, name), device, per_concept, seed).values()))
+    device, precision = _hardware(device, precision)
+    paths = study_variance(runs, _out(out, name), device, items_per_concept, seed, precision=precision, progress=progress)
+    _say("variance", list(paths.values()))
 
 
 @analyse.command()
 @_runs_options
-@_device_option
+@_embedding_options
 @click.option("--all-seeds", is_flag=True, help="Draw every run, not only the first seed of each configuration.")
 @click.option("--perplexity", default=30.0, show_default=True, help="t-SNE perplexity (lowered for small sets).")
 @click.option("--seed", default=0, show_default=True, help="t-SNE seed (and of its subsample).")
 @click.option("--tsne-per-concept", default=20, show_default=True, help="Most audio items per (concept, language) in the t-SNE.")
-@_errors_as_click
-def embeddings(targets, study, device, all_seeds, perplexity, seed, tsne_per_concept):
+@verbosity_options
+@user_errors
+def embeddings(targets, study, device, precision, all_seeds, perplexity, seed, tsne_per_concept, progress):
     """PCA of audio + image embeddings, t-SNE of audio, modality gap (Fig. 3)."""
-    from analyse.embeddings import run_projections
+    from analyse.embeddings import study_projections
 
     runs, _ = _resolve(targets, study)
-    chosen = runs if all_seeds else first_seed_runs(runs)
-    for run in _progress(chosen, "projections"):
-        _say(run.name, list(run_projections(run, device, perplexity, seed, tsne_per_concept=tsne_per_concept).values()))
+    device, precision = _hardware(device, precision)
+    drawn = study_projections(runs, device, perplexity, seed, tsne_per_concept, all_seeds=all_seeds,
+                              precision=precision, progress=progress)
+    for run_name, paths in drawn.items():
+        _say(run_name, list(paths.values()))
 
 
 @analyse.command()
 @_runs_options
 @_out_option
-@_device_option
-@_errors_as_click
-def translation(targets, study, out, device):
+@_embedding_options
+@verbosity_options
+@user_errors
+def translation(targets, study, out, device, precision, progress):
     """Nearest-centroid translation probe between a bilingual model's languages, and a raw-feature baseline."""
     from analyse.translation import study_translation
 
     runs, name = _resolve(targets, study)
-    paths = study_translation(runs, _out(out, name), device)
-    if not paths:
+    if all(len(r.langs) < 2 for r in runs):
         raise click.ClickException("no run with two languages among the targets: the probe needs a bilingual model")
-    _say("translation", list(paths.values()))
+    device, precision = _hardware(device, precision)
+    _say("translation", list(study_translation(runs, _out(out, name), device, precision=precision, progress=progress).values()))
 
 
 @analyse.command()
 @_runs_options
 @_out_option
-@_errors_as_click
-def report(targets, study, out):
+@verbosity_options
+@user_errors
+def report(targets, study, out, progress):
     """One self-contained HTML page of the study from what the other commands wrote."""
     from analyse.report.writer import write_report
 
@@ -244,38 +253,23 @@ def report(targets, study, out):
 @analyse.command(name="all")
 @_runs_options
 @_out_option
-@_device_option
+@_embedding_options
 @_episode_options
-@_errors_as_click
-def all_(targets, study, out, device, episode_seed, per_concept):
+@verbosity_options
+@user_errors
+def all_(targets, study, out, device, precision, episode_seed, per_concept, progress):
     """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation, report.
 
     PCA pictures are drawn for the first seed of each configuration, t-SNE for one bilingual model (EN–NL
     when present, as in the paper); `analyse embeddings` draws t-SNE for any others."""
-    from analyse.compare import study_compare
-    from analyse.embeddings import run_projections
-    from analyse.export import run_embeddings
-    from analyse.report.writer import write_report
-    from analyse.table import study_table
-    from analyse.tests import score_run
-    from analyse.translation import study_translation
-    from analyse.variance import study_variance
+    from analyse.pipeline import analyse_all
 
     started = time.perf_counter()
     runs, name = _resolve(targets, study)
+    device, precision = _hardware(device, precision)
     out_dir = _out(out, name)
-    for run in tqdm(runs, desc="embed + test", unit="run", leave=False):
-        run_embeddings(run, device)
-        score_run(run, TESTS, device, episode_seed, per_concept)
-    written = {**study_table(runs, out_dir), **study_compare(runs, out_dir)}
-    written.update(study_variance(runs, out_dir, device))
-    pictured = first_seed_runs(runs)
-    headline = next((r for r in pictured if len(r.langs) > 1), pictured[0])  # EN–NL when present, as in the paper
-    for run in tqdm(pictured, desc="projections", unit="run", leave=False):
-        run_projections(run, device, tsne=run is headline)  # t-SNE is the slow part: one model only
-    written.update(study_translation(runs, out_dir, device))
-    written["report"] = write_report(name, runs, out_dir)
+    written = analyse_all(runs, name, out_dir, device, precision, episode_seed, per_concept, progress=progress)
     for label, path in written.items():
         _say(label, path)
-    click.echo((out_dir / "table1.md").read_text())
+    click.echo(written["table1_md"].read_text())
     click.echo(f"analysed {len(runs)} runs in {time.perf_counter() - started:.0f} s; report: {written['report']}")

@@ -4,7 +4,8 @@ PCA (2 components) is fitted on audio and image test embeddings together, so the
 global layout: audio and images on different sides of the sphere (the modality gap). t-SNE shows the
 audio alone, familiar concepts coloured, novel ones grey, one marker per language. The modality gap is
 the Euclidean distance between the centroid of the audio embeddings and that of the image embeddings
-(Liang et al., 2022), over all items and per kind.
+(Liang et al., 2022), over all items and per kind. Concepts the run was trained without
+(`exclude_concepts`) are in no picture and no number.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from analyse.export import Embedded
+from cache.atomic import save_figure, write_csv
 
 PROJECTION_COLUMNS = ["id", "modality", "concept", "kind", "lang", "x", "y"]
 GAP_COLUMNS = ["kind", "modality_gap", "n_audio", "n_image"]
@@ -100,22 +102,21 @@ def plot_projection(frame: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(path, fig, dpi=110)
     plt.close(fig)
     return path
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: int = 0, tsne: bool = True,
-                    tsne_per_concept: int = 20) -> dict[str, Path]:
+                    tsne_per_concept: int = 20, precision: str = "fp32") -> dict[str, Path]:
     """PCA (and, with `tsne`, t-SNE) tables and figures and the modality gap of one run, under analysis/.
 
     t-SNE runs on at most `tsne_per_concept` audio items per (concept, language), the same fixed subsample
     for every model: its cost grows fast with the number of points and the picture needs no more."""
-    from analyse.export import run_embeddings
-    from analyse.study import write_csv
+    from analyse.exclusion import run_test_embeddings
 
-    embedded = run_embeddings(run, device)
+    embedded = run_test_embeddings(run, device, precision)
     out = run.analysis_dir
     label = f"{run.train_langs.upper()} w{run.width} seed {run.seed}"
     pca, ratio = pca_projection(embedded)
@@ -123,10 +124,10 @@ def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: in
     for key, value in reversed(list(run.labels().items())):
         gap.insert(0, key, value)
     written = {
-        "pca": write_csv(pca, out / "pca.csv"),
+        "pca": write_csv(out / "pca.csv", pca),
         "pca_figure": plot_projection(pca, out / "pca.png", f"PCA of audio and image embeddings — {label}\n"
                                       f"(PC1 {100 * ratio[0]:.0f} %, PC2 {100 * ratio[1]:.0f} % of variance)"),
-        "modality_gap": write_csv(gap, out / "modality_gap.csv"),
+        "modality_gap": write_csv(out / "modality_gap.csv", gap),
     }
     if tsne:
         from analyse.variance import subsample
@@ -134,6 +135,25 @@ def run_projections(run, device: str = "cpu", perplexity: float = 30.0, seed: in
         audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
         audio = audio.select(np.isin(np.arange(len(audio.items)), subsample(audio.items, tsne_per_concept, seed)))
         projection = tsne_projection(audio, perplexity=perplexity, seed=seed)
-        written["tsne"] = write_csv(projection, out / "tsne.csv")
+        written["tsne"] = write_csv(out / "tsne.csv", projection)
         written["tsne_figure"] = plot_projection(projection, out / "tsne.png", f"t-SNE of audio embeddings — {label}")
     return written
+
+
+def study_projections(runs, device: str = "cpu", perplexity: float = 30.0, seed: int = 0, tsne_per_concept: int = 20,
+                      all_seeds: bool = False, tsne_headline_only: bool = False, precision: str = "fp32",
+                      progress: bool = False) -> dict[str, dict[str, Path]]:
+    """`run_projections` for the first seed of each configuration (every run with `all_seeds`), by run name.
+
+    t-SNE is the slow part: with `tsne_headline_only` it is drawn for one model only, the first bilingual
+    one (EN–NL when present, as in the paper), else the first run."""
+    from analyse.exclusion import study_exclusion
+    from analyse.study import first_seed_runs
+    from cache.clitools import progress_iter
+
+    study_exclusion(runs)
+    chosen = list(runs) if all_seeds else first_seed_runs(runs)
+    headline = next((r for r in first_seed_runs(chosen) if len(r.langs) > 1), first_seed_runs(chosen)[0])
+    return {run.name: run_projections(run, device, perplexity, seed, tsne=not tsne_headline_only or run is headline,
+                                      tsne_per_concept=tsne_per_concept, precision=precision)
+            for run in progress_iter(chosen, progress, desc="projections", unit="run")}

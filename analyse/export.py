@@ -109,7 +109,7 @@ def checkpoint_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def embed_run(run, device: str = "cpu") -> Embedded:
+def embed_run(run, device: str = "cpu", precision: str = "fp32") -> Embedded:
     """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint."""
     from analyse.study import items_frame, open_store
     from train.embed import embed_store
@@ -123,18 +123,18 @@ def embed_run(run, device: str = "cpu") -> Embedded:
         test = np.flatnonzero(items["split"].to_numpy() == "test")
         if len(test) == 0:
             raise ValueError(f"store {paths[0]} has no test items; the analyses need a test split")
-        vectors = embed_store(model, store, test, device=device)
+        vectors = embed_store(model, store, test, device=device, precision=precision)
         parts.append(Embedded(items.iloc[test], l2_normalise(vectors)))
     return Embedded.concat(parts)
 
 
-def run_embeddings(run, device: str = "cpu", force: bool = False) -> Embedded:
+def run_embeddings(run, device: str = "cpu", force: bool = False, precision: str = "fp32") -> Embedded:
     """The run's test embeddings: from `analysis/embeddings.npz` when made with the current checkpoint,
     else computed (once) and saved there."""
     sha = checkpoint_sha256(run.checkpoint)
     saved = None if force else load_embedded(run.analysis_dir)
     if saved is not None and saved[1] == sha:
         return saved[0]
-    embedded = embed_run(run, device)
+    embedded = embed_run(run, device, precision)
     save_embedded(embedded, run.analysis_dir, sha)
     return embedded

@@ -3,13 +3,22 @@
 Input is the stacked per-run accuracy summaries (columns run, train_langs, width, seed, test, lang,
 accuracy in percent). The standard error is the sample standard deviation (ddof=1) over seeds divided
 by sqrt(n_seeds), as in the paper; it is empty when there is a single seed.
+
+When the runs were trained without some concepts (`exclude_concepts`), every file says so: table1.csv gains
+an `excluded` column (the names joined by `;`) and the Markdown and LaTeX tables a note line; with nothing
+excluded the files are exactly as before.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cache.atomic import write_csv, write_text
+
 TABLE_COLUMNS = ["train_langs", "test_lang", "width", "familiar_mean", "familiar_se", "me_mean", "me_se", "n_seeds"]
+EXCLUDED_COLUMN = "excluded"
 
 
 def _se(values: pd.Series) -> float:
@@ -75,15 +84,33 @@ def display_rows(table: pd.DataFrame, plus_minus: str = " ± ") -> list[list[str
 DISPLAY_HEADER = ["Training languages", "Test language", "Width", "Familiar (%)", "ME (%)", "Seeds"]
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table."""
+def excluded_note(excluded: tuple[str, ...]) -> str:
+    """The sentence every Table 1 rendering adds when concepts were left out ("" when none were)."""
+    return f"Excluded concepts (in no training set and no test): {', '.join(excluded)}." if excluded else ""
+
+
+def with_excluded(table: pd.DataFrame, excluded: tuple[str, ...]) -> pd.DataFrame:
+    """Table 1 with the `excluded` column when concepts were left out; unchanged otherwise."""
+    return table.assign(**{EXCLUDED_COLUMN: ";".join(excluded)}) if excluded else table
+
+
+def to_markdown(table: pd.DataFrame, excluded: tuple[str, ...] = ()) -> str:
+    """A GitHub-flavoured Markdown table (and a note line naming the excluded concepts, if any)."""
     lines = ["| " + " | ".join(DISPLAY_HEADER) + " |", "|" + "---|" * len(DISPLAY_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in display_rows(table)]
+    if excluded:
+        lines += ["", excluded_note(excluded)]
     return "\n".join(lines) + "\n"
 
 
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs table with a rule between test languages."""
+def _tex_escape(text: str) -> str:
+    for char in "&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def to_latex(table: pd.DataFrame, excluded: tuple[str, ...] = ()) -> str:
+    """A booktabs table with a rule between test languages (and a note row naming excluded concepts)."""
     lines = [r"\begin{tabular}{llrlll}", r"\toprule", " & ".join(DISPLAY_HEADER).replace("%", r"\%") + r" \\", r"\midrule"]
     previous = None
     for r, row in zip(table.itertuples(), display_rows(table, plus_minus=r"$\pm$")):
@@ -91,17 +118,22 @@ def to_latex(table: pd.DataFrame) -> str:
             lines.append(r"\midrule")
         previous = (r.test_lang, r.width)
         lines.append(" & ".join(row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines.append(r"\bottomrule")
+    if excluded:
+        lines.append(rf"\multicolumn{{{len(DISPLAY_HEADER)}}}{{l}}{{\footnotesize {_tex_escape(excluded_note(excluded))}}} \\")
+    lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def study_table(runs, out_dir) -> dict[str, "Path"]:
-    """table1.csv, table1.md and table1.tex from the runs' accuracy.csv files."""
-    from analyse.study import write_csv, write_text
+def study_table(runs, out_dir: Path) -> dict[str, Path]:
+    """table1.csv, table1.md and table1.tex from the runs' accuracy.csv files (the runs must agree on
+    the excluded concepts, which every file records)."""
+    from analyse.exclusion import study_exclusion
     from analyse.tests import collect
 
+    excluded = study_exclusion(runs)
     table = table1(collect(runs, "accuracy.csv"))
-    return {"table1": write_csv(table, out_dir / "table1.csv"),
-            "table1_md": write_text(to_markdown(table), out_dir / "table1.md"),
-            "table1_tex": write_text(to_latex(table), out_dir / "table1.tex")}
+    return {"table1": write_csv(out_dir / "table1.csv", with_excluded(table, excluded)),
+            "table1_md": write_text(out_dir / "table1.md", to_markdown(table, excluded)),
+            "table1_tex": write_text(out_dir / "table1.tex", to_latex(table, excluded))}

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analyse.export import Embedded
+from cache.atomic import write_csv
 
 PREDICTION_COLUMNS = ["test", "lang", "episode", "concept", "query_id", "pos_id", "neg_id", "score_pos", "score_neg", "correct"]
 ACCURACY_COLUMNS = ["test", "lang", "n", "accuracy"]
@@ -40,7 +41,7 @@ def accuracy_summary(predictions: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "cpu", seed: int = 0,
-              per_concept: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+              per_concept: int = 50, precision: str = "fp32") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score `tests` on each of the run's languages; update `analysis/predictions.csv` and `accuracy.csv`.
 
     Rows of other tests already in predictions.csv are kept, so `analyse familiar` and `analyse me` can
@@ -48,9 +49,8 @@ def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "c
     """
     from analyse.episodes import episodes_for_run
     from analyse.export import run_embeddings
-    from analyse.study import write_csv
 
-    embedded = run_embeddings(run, device)
+    embedded = run_embeddings(run, device, precision=precision)
     fresh = [score_episodes(episodes_for_run(run, lang, test, seed, per_concept), embedded)
              for lang in run.langs for test in tests]
     path = run.analysis_dir / "predictions.csv"
@@ -60,8 +60,8 @@ def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "c
         parts = [old[~old["test"].isin(tests)]] + fresh
     predictions = pd.concat(parts, ignore_index=True).sort_values(["test", "lang", "episode"], kind="stable")
     accuracy = accuracy_summary(predictions)
-    write_csv(predictions, path)
-    write_csv(accuracy, run.analysis_dir / "accuracy.csv")
+    write_csv(path, predictions)
+    write_csv(run.analysis_dir / "accuracy.csv", accuracy)
     return predictions, accuracy
 
 

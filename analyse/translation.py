@@ -5,13 +5,17 @@ L2-normalised; every audio item of language A is assigned to the centroid with t
 Familiar items are classified among the familiar centroids and novel items among the novel ones, so
 chance is 1/13 and 1/19 in the paper's setup. The same probe on time-averaged raw encoder features
 tells how much of the translation the frozen encoder already gives (words that sound alike: bus, piano).
+Concepts the runs were trained without (`exclude_concepts`) are neither queries nor centroids, in both.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analyse.export import l2_normalise
+from cache.atomic import write_csv
 
 PROBE_COLUMNS = ["representation", "query_lang", "centroid_lang", "kind", "n_items", "n_concepts", "accuracy", "chance"]
 
@@ -66,36 +70,40 @@ def time_averaged_features(store, indices: np.ndarray, batch: int = 256) -> np.n
 
 
 def raw_probe(run) -> pd.DataFrame:
-    """The probe on time-averaged encoder features of the run's audio stores' test items."""
+    """The probe on time-averaged encoder features of the run's audio stores' test items (less its
+    excluded concepts)."""
+    from analyse.exclusion import run_exclusion
     from analyse.study import items_frame, open_store
 
+    excluded = list(run_exclusion(run))
     vectors, items = [], []
     for paths in run.audio_stores.values():
         store = open_store(paths)
         frame = items_frame(store, "audio")
-        test = np.flatnonzero(frame["split"].to_numpy() == "test")
+        test = np.flatnonzero((frame["split"].to_numpy() == "test") & ~frame["concept"].isin(excluded).to_numpy())
         vectors.append(time_averaged_features(store, test))
         items.append(frame.iloc[test])
     return translation_probe(np.concatenate(vectors), pd.concat(items, ignore_index=True), list(run.langs), "raw features")
 
 
-def study_translation(runs, out_dir: Path, device: str = "cpu") -> dict[str, Path]:
-    """The probe for every run with two or more languages, on its embeddings and on raw features."""
-    from analyse.export import run_embeddings
-    from analyse.study import write_csv
+def study_translation(runs, out_dir: Path, device: str = "cpu", precision: str = "fp32",
+                      progress: bool = False) -> dict[str, Path]:
+    """The probe for every run with two or more languages, on its embeddings and on raw features;
+    {} when no run has two languages."""
+    from analyse.exclusion import run_test_embeddings, study_exclusion
+    from cache.clitools import progress_iter
 
+    study_exclusion(runs)
     frames, raw_cache = [], {}
-    for run in runs:
-        if len(run.langs) < 2:
-            continue
-        embedded = run_embeddings(run, device)
+    for run in progress_iter([r for r in runs if len(r.langs) > 1], progress, desc="translation", unit="run"):
+        embedded = run_test_embeddings(run, device, precision)
         audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
         model = translation_probe(audio.vectors, audio.items, list(run.langs), "model")
         key = tuple(run.audio_stores.values())
         if key not in raw_cache:  # the baseline depends only on the stores, not on the model
             raw_cache[key] = raw_probe(run)
         rows = pd.concat([model, raw_cache[key]], ignore_index=True)
-        write_csv(rows, run.analysis_dir / "translation.csv")
+        write_csv(run.analysis_dir / "translation.csv", rows)
         for k, value in reversed(list(run.labels().items())):
             rows.insert(0, k, value)
         frames.append(rows)
@@ -107,6 +115,5 @@ def study_translation(runs, out_dir: Path, device: str = "cpu") -> dict[str, Pat
                .agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), chance=("chance", "first"),
                     n_items=("n_items", "first"), n_seeds=("seed", "nunique"))
                .reset_index())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return {"translation_per_run": write_csv(per_run, out_dir / "translation_per_run.csv"),
-            "translation": write_csv(summary, out_dir / "translation.csv")}
+    return {"translation_per_run": write_csv(out_dir / "translation_per_run.csv", per_run),
+            "translation": write_csv(out_dir / "translation.csv", summary)}

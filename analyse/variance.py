@@ -5,7 +5,8 @@ on a fixed test subsample (at most 30 items per concept and language for audio, 
 images; the same items for every model that has those languages), separately for familiar and novel
 items of each modality, once over all samples ("all") and once within each concept, averaged over
 concepts ("within_concept"). Over seeds the values are summarised by their mean and a 95 % percentile
-bootstrap interval of the mean (the paper's Fig. 4 error bars).
+bootstrap interval of the mean (the paper's Fig. 4 error bars). Concepts the runs were trained without
+(`exclude_concepts`) are left out.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analyse.export import Embedded
+from cache.atomic import save_figure, write_csv
 
 VARIANCE_COLUMNS = ["modality", "kind", "scope", "variance", "n_items", "n_concepts"]
 SUMMARY_COLUMNS = ["train_langs", "width", "modality", "kind", "scope", "mean", "ci_low", "ci_high", "n_seeds"]
@@ -106,29 +108,29 @@ def plot_variance(per_run: pd.DataFrame, path: Path, n_boot: int = 2000, seed: i
     grid.set_axis_labels("", "tr(cov)")
     sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 1.0), ncol=2, title=None, frameon=False)
     grid.figure.tight_layout(rect=(0, 0, 1, 0.95))
-    grid.figure.savefig(path, dpi=110)
+    save_figure(path, grid.figure, dpi=110)
     plt.close(grid.figure)
     return path
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def study_variance(runs, out_dir: Path, device: str = "cpu", per_concept: int = DEFAULT_PER_CONCEPT,
-                   seed: int = 0) -> dict[str, Path]:
+def study_variance(runs, out_dir: Path, device: str = "cpu", items_per_concept: int = DEFAULT_PER_CONCEPT,
+                   seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict[str, Path]:
     """Per-run variances (each run's analysis/variance.csv), their summary over seeds and the figure."""
-    from analyse.export import run_embeddings
-    from analyse.study import write_csv
+    from analyse.exclusion import run_test_embeddings, study_exclusion
+    from cache.clitools import progress_iter
 
+    study_exclusion(runs)
     frames = []
-    for run in runs:
-        rows = variance_rows(run_embeddings(run, device), per_concept, seed)
-        write_csv(rows, run.analysis_dir / "variance.csv")
+    for run in progress_iter(runs, progress, desc="variance", unit="run"):
+        rows = variance_rows(run_test_embeddings(run, device, precision), items_per_concept, seed)
+        write_csv(run.analysis_dir / "variance.csv", rows)
         for key, value in reversed(list(run.labels().items())):
             rows.insert(0, key, value)
         frames.append(rows)
     per_run = pd.concat(frames, ignore_index=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "variance_per_run": write_csv(per_run, out_dir / "variance_per_run.csv"),
-        "variance": write_csv(summarise(per_run, seed=seed), out_dir / "variance.csv"),
+        "variance_per_run": write_csv(out_dir / "variance_per_run.csv", per_run),
+        "variance": write_csv(out_dir / "variance.csv", summarise(per_run, seed=seed)),
         "variance_figure": plot_variance(per_run, out_dir / "variance.png", seed=seed),
     }

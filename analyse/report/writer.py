@@ -2,7 +2,8 @@
 
 The page is assembled from the files the other commands wrote (the study's CSVs and figures in the
 report folder, each run's analysis/ folder), so it never computes a number itself: what it shows is
-what the CSVs say. A section whose inputs are missing says which command makes them.
+what the CSVs say. A section whose inputs are missing says which command makes them. Concepts the runs
+were trained without are named in the page's lede and under Table 1.
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from analyse.exclusion import describe, study_exclusion
 from analyse.study import first_seed_runs
-from analyse.table import DISPLAY_HEADER, display_rows
+from analyse.table import DISPLAY_HEADER, display_rows, excluded_note
+from cache.atomic import make_dirs, save_figure, write_text
 
 LANG_NAMES = {"en": "English", "fr": "French", "nl": "Dutch"}
 
@@ -62,7 +65,7 @@ def _fmt_p(p: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ sections
-def section_table1(out_dir: Path) -> str:
+def section_table1(out_dir: Path, excluded: tuple[str, ...] = ()) -> str:
     path = out_dir / "table1.csv"
     if not path.exists():
         return _missing("Table 1", "analyse table")
@@ -74,7 +77,8 @@ def section_table1(out_dir: Path) -> str:
             + '<p class="note">Mean accuracy (%) ± standard error over seeds (sample standard deviation, ddof = 1, '
               "divided by √n). Familiar: query and both images from familiar concepts. ME: query and positive image "
               "from a novel concept, negative image from a familiar one; 50 % means no bias. "
-              "Files: <code>table1.csv</code>, <code>table1.md</code>, <code>table1.tex</code>.</p>")
+              "Files: <code>table1.csv</code>, <code>table1.md</code>, <code>table1.tex</code>.</p>"
+            + (f'<p class="note excluded">{_esc(excluded_note(excluded))}</p>' if excluded else ""))
 
 
 def section_compare(out_dir: Path) -> str:
@@ -215,7 +219,7 @@ def plot_training_curves(runs, path: Path) -> Path | None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(path, fig, dpi=100)
     plt.close(fig)
     return path
 
@@ -253,12 +257,13 @@ def section_provenance(runs) -> str:
 # ------------------------------------------------------------------------------------------------- the page
 def write_report(study: str, runs, out_dir: Path) -> Path:
     """Write `<out_dir>/report.html` (and training_curves.png) from what the analyses wrote."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    excluded = study_exclusion(runs)
+    make_dirs(out_dir)
     curves = plot_training_curves(runs, out_dir / "training_curves.png")
     widths = sorted({r.width for r in runs})
     seeds = sorted({r.seed for r in runs})
     sections = [
-        ("table1", "Table 1: familiar and ME accuracy", section_table1(out_dir)),
+        ("table1", "Table 1: familiar and ME accuracy", section_table1(out_dir, excluded)),
         ("compare", "Bilingual vs monolingual ME", section_compare(out_dir)),
         ("variance", "Variance of familiar and novel samples", section_variance(out_dir)),
         ("embeddings", "Embedding space", section_embeddings(runs) + section_gap(runs)),
@@ -271,12 +276,11 @@ def write_report(study: str, runs, out_dir: Path) -> Path:
     nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title, _ in sections)
     configs = sorted({r.train_langs for r in runs}, key=lambda t: (len(t.split("+")), t))
     lede = (f"{len(runs)} runs: {', '.join(c.upper() for c in configs)}; width{'s' if len(widths) > 1 else ''} "
-            f"{', '.join(map(str, widths))}; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}.")
+            f"{', '.join(map(str, widths))}; seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}."
+            + (f" Excluded concepts: {describe(excluded)}." if excluded else ""))
     package = resources.files("analyse.report")
     page = Template(package.joinpath("template.html").read_text()).substitute(
         title=_esc(f"vgsme study “{study}”"), lede=_esc(lede), nav=nav, sections=body,
         style=package.joinpath("style.css").read_text(), created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         out_dir=_esc(out_dir))
-    from analyse.study import write_text
-
-    return write_text(page, out_dir / "report.html")
+    return write_text(out_dir / "report.html", page)
