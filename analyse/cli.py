@@ -27,7 +27,8 @@ def _runs_options(fn):
     """The arguments every command shares: which runs."""
     options = [
         click.argument("targets", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path)),
-        click.option("--study", help="Analyse $VGSME_HOME/runs/STUDY (added to any TARGETS)."),
+        click.option("--study", help="Analyse $VGSME_HOME/runs/STUDY (added to any TARGETS: run folders, or folders "
+                                     "of runs)."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -86,3 +86,22 @@ def test_saved_episodes_are_reused_and_checked(tmp_path):
         get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a2", image_hash="i1")
     redrawn = get_episodes(tmp_path, audio, images, "en", "me", corpus="c", audio_hash="a2", image_hash="i1", seed=5, redraw=True)
     assert not redrawn.equals(first)
+
+
+def test_episodes_are_keyed_by_the_exclusion(tmp_path):
+    import json
+
+    audio, images = items()
+    kw = dict(corpus="c", audio_hash="a1", image_hash="i1")
+    full = get_episodes(tmp_path, audio, images, "en", "me", **kw)
+    sidecar = tmp_path / "en.me.json"
+    assert json.loads(sidecar.read_text())["excluded"] == []
+    # a sidecar written before the option existed reads as "nothing excluded"
+    sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "excluded"}))
+    pd.testing.assert_frame_equal(get_episodes(tmp_path, audio, images, "en", "me", **kw), full)
+    with pytest.raises(EpisodeError, match=r"excluded: saved \(\), wanted \('nov05',\).*--exclude-concepts.*--redraw"):
+        get_episodes(tmp_path, audio, images, "en", "me", excluded=("nov05",), **kw)
+    redrawn = get_episodes(tmp_path, audio, images, "en", "me", excluded=("nov05",), redraw=True, **kw)
+    assert len(redrawn) == len(full) - 50 and "nov05" not in set(redrawn["concept"])
+    assert json.loads(sidecar.read_text())["excluded"] == ["nov05"]
+    pd.testing.assert_frame_equal(get_episodes(tmp_path, audio, images, "en", "me", excluded=("nov05",), **kw), redrawn)
