@@ -211,8 +211,9 @@ def plot_training_curves(runs, path: Path) -> Path | None:
     from matplotlib.ticker import MaxNLocator
 
     data = pd.concat(frames, ignore_index=True)
+    data["val_familiar_acc"] = 100 * data["val_familiar_acc"]  # metrics.csv holds a fraction; the report shows percent
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_familiar_acc"], ["training loss", "validation loss", "validation familiar accuracy"]):
+    for ax, column, label in zip(axes, ["train_loss", "val_loss", "val_familiar_acc"], ["training loss", "validation loss", "validation familiar accuracy (%)"]):
         sns.lineplot(data=data, x="epoch", y=column, hue="model", units="seed", estimator=None, ax=ax, lw=1.2, legend=ax is axes[-1])
         ax.set_title(label, fontsize=10)
         ax.set_ylabel("")
