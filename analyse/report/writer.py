@@ -78,7 +78,7 @@ def section_table1(out_dir: Path, excluded: tuple[str, ...] = ()) -> str:
               "divided by √n). Familiar: query and both images from familiar concepts. ME: query and positive image "
               "from a novel concept, negative image from a familiar one; 50 % means no bias. "
               "Files: <code>table1.csv</code>, <code>table1.md</code>, <code>table1.tex</code>.</p>"
-            + (f'<p class="note excluded">{_esc(excluded_note(excluded))}</p>' if excluded else ""))
+            + (f'<p class="note">{_esc(excluded_note(excluded))}</p>' if excluded else ""))
 
 
 def section_compare(out_dir: Path) -> str:
