@@ -8,8 +8,9 @@ and concepts the runs were trained without (`exclude_concepts`) are in no episod
 negative.
 
 The draw depends only on the item tables (sorted by id, so the stores' item order does not matter), the
-language, the test, the excluded concepts and a seed. It is saved next to the stores, so that monolingual and bilingual models
-and all their seeds answer identical trials: that is what makes paired per-trial comparisons possible.
+language, the test, the excluded concepts and a seed. It is saved next to the stores, so that monolingual
+and bilingual models and all their seeds answer identical trials: that is what makes paired per-trial
+comparisons possible.
 """
 from __future__ import annotations
 
