@@ -26,7 +26,7 @@ from tqdm import tqdm
 import cache
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
-from cache.atomic import atomic_write, make_dirs
+from cache.atomic import atomic_write
 from train.runs import RunConfig, RunConfigError, RunFolder, TrainingDiverged, code_revision
 from train.sampler import EpisodeSampler, Episodes, concept_codes
 from train.schedule import make_optimizer, make_schedule, set_lr
@@ -280,7 +280,6 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
                 return run_dir
             if folder.state_path.exists():
                 folder.refuse_stale(folder.stale_stores(on_disk), "is half-trained (state.pt) and would resume")
-    make_dirs(run_dir)
     device = config.device
     device_type = "cuda" if device.startswith("cuda") else "cpu"
 
@@ -371,7 +370,8 @@ def diverged(folder: RunFolder, config: RunConfig, where: str, which: str, value
     hints = [f"a lower --lr (this run: {config.lr_max:g})"]
     if config.precision != "fp32":
         hints.append("--precision fp32")
-    hints.append("check the stores with `python -m cache verify STORE`")
+    paths = [path for paths in config.store_paths().values() for path in paths]
+    hints.append(f"check the stores with `python -m cache verify {' '.join(paths)}`")
     return TrainingDiverged(f"run {folder.path}: {reason}; stopped without saving that epoch (status: failed). "
                             f"Try {', or '.join(hints)}")
 
