@@ -248,14 +248,6 @@ def autocast_factory(device_type: str, precision: str):
     return lambda: torch.autocast(device_type, dtype=dtype)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return device
-
-
 def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: bool = True) -> Path:
     """Train (or resume, or skip when complete) the run `config` in `run_dir`; returns the folder.
 
