@@ -107,9 +107,9 @@ def load_embedded(analysis_dir: Path) -> tuple[Embedded, dict | None] | None:
 # ------------------------------------------------------------------------------------------ binding to runs
 def embeddings_key(run) -> dict:
     """What a run's test embeddings depend on: its best weights and its stores' content, as they are now."""
-    from analyse.study import open_store
+    from analyse.study import store_fingerprint
 
-    return {"weights": run.weights_fingerprint("best"), "stores": run.current_store_fingerprints(open_store)}
+    return {"weights": run.weights_fingerprint("best"), "stores": run.current_store_fingerprints(store_fingerprint)}
 
 
 def embed_run(run, device: str = "cpu") -> Embedded:

@@ -162,6 +162,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._config: dict | None = None
+        self._weights_fingerprints: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     # ------------------------------------------------------------------ identity
     @staticmethod
@@ -363,8 +364,15 @@ class RunFolder:
         return weights
 
     def weights_fingerprint(self, checkpoint: str = "best") -> str:
-        """sha256 of the checkpoint file: analyses key their caches by it, so a retrained run is recomputed."""
-        return sha256_file(self._existing_checkpoint(checkpoint))
+        """sha256 of the checkpoint file: analyses key their caches by it, so a retrained run is recomputed.
+        Hashed again only when the file changed (inode, mtime, size), as analyses ask several times a run."""
+        weights = self._existing_checkpoint(checkpoint)
+        stat = weights.stat()
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        known = self._weights_fingerprints.get(checkpoint)
+        if known is None or known[0] != signature:
+            known = self._weights_fingerprints[checkpoint] = (signature, sha256_file(weights))
+        return known[1]
 
     def load_model(self, checkpoint: str = "best", device: str = "cpu") -> TwoTower:
         """The model with its `best` (lowest validation loss) or `last` weights, in eval mode on `device`."""
@@ -389,9 +397,11 @@ class RunFolder:
         raw = [*self.config["audio_stores"], self.config["image_store"]]
         return {",".join(paths): tuple(_store_path(p) for p in paths) for paths in raw}
 
-    def current_store_fingerprints(self, open_store: Callable = default_open_store) -> dict[str, str]:
-        """Each store's fingerprint now (`open_store(paths)` opens one; analyses pass their per-process cache)."""
-        return {key: open_store(paths).fingerprint for key, paths in self.store_locations().items()}
+    def current_store_fingerprints(self, fingerprint: Callable | None = None) -> dict[str, str]:
+        """Each store's fingerprint now; `fingerprint(paths)` computes one (default: open the store and ask it;
+        analyses pass their per-process memo, as a fingerprint hashes the whole item table)."""
+        fingerprint = fingerprint or (lambda paths: default_open_store(paths).fingerprint)
+        return {key: fingerprint(paths) for key, paths in self.store_locations().items()}
 
     def changed_stores(self, current: dict[str, str], provenance: dict[str, dict]) -> list[StoreChange]:
         """The stores whose `current` fingerprint differs from the recorded one (`provenance`: their provenance
@@ -402,16 +412,21 @@ class RunFolder:
                                                                            provenance.get(key, {})))
                 for key, fp in current.items() if recorded.get(key) != fp]
 
-    def stale_stores(self, open_store: Callable = default_open_store) -> list[StoreChange]:
-        """The run's stores that changed since it was trained on them (or cannot be opened any more)."""
+    def stale_stores(self, open_store: Callable = default_open_store,
+                     fingerprint: Callable | None = None) -> list[StoreChange]:
+        """The run's stores that changed since it was trained on them (or cannot be opened any more).
+
+        `open_store(paths)` opens a store; `fingerprint(paths)` gives its fingerprint (default: the opened
+        store's own)."""
         current, provenance, missing = {}, {}, []
         for key, paths in self.store_locations().items():
             try:
                 store = open_store(paths)
+                current[key] = fingerprint(paths) if fingerprint else store.fingerprint
             except (ValueError, OSError) as error:
                 missing.append(StoreChange(key, self.recorded_store_fingerprints().get(key), None, problem=str(error)))
                 continue
-            current[key], provenance[key] = store.fingerprint, store.provenance.to_dict()
+            provenance[key] = store.provenance.to_dict()
         return missing + self.changed_stores(current, provenance)
 
     def refuse_stale(self, changes: list[StoreChange], what: str) -> None:

@@ -1,5 +1,6 @@
 """`RunFolder`: the one reader and writer of a run folder (config, status, metrics, checkpoints, fingerprints)."""
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -147,3 +148,16 @@ def test_metrics_frame_matches_the_csv(trained):
     run_dir, _ = trained
     pd.testing.assert_frame_equal(RunFolder.open(run_dir).metrics_frame(), pd.read_csv(run_dir / "metrics.csv"),
                                   check_dtype=False)
+
+
+def test_weights_fingerprint_follows_the_file(trained, tmp_path):
+    run_dir, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    run = RunFolder.open(copy)
+    before = run.weights_fingerprint()
+    (copy / "best.safetensors").write_bytes(b"retrained")
+    assert run.weights_fingerprint() == sha256_file(copy / "best.safetensors") != before
+    (copy / "best.safetensors").unlink()
+    with pytest.raises(RunFolderError, match="has not finished an epoch"):
+        run.weights_fingerprint()
