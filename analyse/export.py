@@ -158,7 +158,8 @@ def predictions_keys(run, tests) -> dict[str, dict]:
     for test in tests:
         for lang in run.langs:
             files = episode_paths(episodes_dir(run), lang, test)
-            keys[f"{test}/{lang}"] = {**base, "episodes": sha256_files(files) if all(f.exists() for f in files) else None}
+            drawn = all(f.exists() for f in files)
+            keys[f"{test}/{lang}"] = {**base, "episodes": sha256_files(files) if drawn else None}
     return keys
 
 

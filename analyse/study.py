@@ -47,6 +47,9 @@ def read_run(path: Path, allow_incomplete: bool = False) -> RunFolder:
     are now), with a warning: its heads were fitted to the old features.
     """
     run = RunFolder.open(path)
+    if run.status == "failed" and not allow_incomplete:
+        raise StudyError(f"run {run.path} failed ({run.failure}); train it again with other options "
+                         "(e.g. a lower --lr), or leave it out")
     if run.status != "complete" and not allow_incomplete:
         raise StudyError(f"run {run.path} is not complete (status {run.status!r}); "
                          "finish it with the same train-heads command, or leave it out")

@@ -18,12 +18,12 @@ import cache
 from analyse import export
 from analyse.episodes import episodes_for_run
 from analyse.export import StaleAnalysisError, load_embedded, run_embeddings
-from analyse.study import find_runs
+from analyse.study import StudyError, find_runs
 from analyse.tests import collect, score_run
 from tests.synthetic import FAMILIAR, NOVEL, synthetic_items, write_synthetic_store
 from train.cli import train_heads
 from train.loop import LoadedStores, train_run, train_sweep
-from train.runs import RunConfig, RunConfigError, RunFolder, StaleStoreError
+from train.runs import RunConfig, RunConfigError, RunFolder, StaleStoreError, TrainingDiverged
 
 DIM = 8
 SPLITS = ("train", "train", "valid", "test", "test", "test")
@@ -184,3 +184,11 @@ def test_analysis_caches_follow_stores_weights_and_episodes(tmp_path, embed_call
     me_before, me_after = (f[f["test"] == "me"][["query_id", "pos_id", "neg_id"]].reset_index(drop=True)
                            for f in (before, after))
     assert not me_before.equals(me_after)  # the ME rows were rescored on the new episodes too
+
+
+def test_a_failed_run_is_not_analysed(tmp_path):
+    folder = write_cache(tmp_path / "cache")
+    with pytest.raises(TrainingDiverged):
+        train_run(config(folder, lr_max=1e6), tmp_path / "runs" / "en-w64-s0", LoadedStores("cpu"), progress=False)
+    with pytest.raises(StudyError, match="failed .*loss became nan.*lower --lr"):
+        find_runs([tmp_path / "runs"])

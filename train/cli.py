@@ -98,5 +98,5 @@ def summary(path: Path) -> str:
     best, metrics = run.best_row, run.metrics
     seconds = sum(row["seconds"] for row in metrics)
     return (f"{path}  best epoch {best['epoch']}/{len(metrics)}: val loss {best['val_loss']:.4f}, "
-            f"familiar acc {100 * best['val_familiar_acc']:.1f} %; last acc {100 * metrics[-1]['val_familiar_acc']:.1f} %; "
-            f"{seconds:.1f} s")
+            f"familiar acc {100 * best['val_familiar_acc']:.1f} %; "
+            f"last acc {100 * metrics[-1]['val_familiar_acc']:.1f} %; {seconds:.1f} s")

@@ -156,7 +156,8 @@ def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
     encoders = {",".join(paths): (s.provenance.encoder, s.provenance.encoder_fingerprint, s.provenance.layer)
                 for (s, _), paths in zip(audio, config.audio_stores)}
     if len(set(encoders.values())) > 1:
-        listing = "; ".join(f"{key}: encoder {e!r}, weights {fp!r}, layer {layer}" for key, (e, fp, layer) in encoders.items())
+        listing = "; ".join(f"{key}: encoder {e!r}, weights {fp!r}, layer {layer}"
+                            for key, (e, fp, layer) in encoders.items())
         raise RunConfigError(f"the audio stores of a run must come from one encoder (same weights, same layer): "
                              f"{listing}. Extract them again with one encoder, or pick one with --audio-encoder")
 

@@ -135,7 +135,8 @@ def provenance_changes(recorded: dict, current: dict) -> tuple[str, ...]:
         for name in names:
             a, b = recorded.get(name), current.get(name)
             if isinstance(a, dict) and isinstance(b, dict):
-                lines += [f"{name}.{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+                lines += [f"{name}.{k}: {a.get(k)!r} → {b.get(k)!r}"
+                          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
             elif a != b:
                 lines.append(f"{name}: {a!r} → {b!r}")
         return lines
