@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import cache
 from cache.atomic import atomic_write, make_dirs, write_json
 from cache.hashing import sha256_file
 from cache.layout import vgsme_home
@@ -147,8 +148,6 @@ def provenance_changes(recorded: dict, current: dict) -> tuple[str, ...]:
 
 def default_open_store(paths: tuple[Path, ...]):
     """`cache.open_store` of a store or its shard set."""
-    import cache
-
     return cache.open_store(list(paths))
 
 
