@@ -2,17 +2,25 @@
 
 `Embedded` is a plain table of items (id, modality, concept, kind, lang, source, split) with one
 L2-normalised float32 vector per item. It is written as `<run>/analysis/embeddings.npz` (arrays `ids`,
-`modality`, `embeddings`, and the checkpoint's sha256 so that a retrained run is re-embedded) plus
+`modality`, `embeddings`, and `cache_key`: the JSON of what they were computed from) plus
 `<run>/analysis/items.csv`, so anyone can check the numbers without loading a model.
+
+Everything cached under `<run>/analysis/` is keyed by what it was computed from: the run's best weights
+(sha256), its stores' content fingerprints as they are NOW, and, for predictions, the episode files'
+sha256. A retrained run, a rebuilt store or redrawn episodes change the key, and the cache is recomputed
+(or, where it is only read, refused) instead of silently reused.
 """
 from __future__ import annotations
 
-import os
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from cache import atomic
+from cache.hashing import sha256_files
 
 ITEM_CSV_COLUMNS = ["id", "modality", "concept", "kind", "lang", "source", "split"]
 
@@ -64,58 +72,54 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm == 0, 1, norm)
 
 
-def save_embedded(embedded: Embedded, analysis_dir: Path, checkpoint_sha256: str) -> tuple[Path, Path]:
-    """Write embeddings.npz and items.csv atomically; returns both paths."""
-    analysis_dir.mkdir(parents=True, exist_ok=True)
+def save_embedded(embedded: Embedded, analysis_dir: Path, key: dict) -> tuple[Path, Path]:
+    """Write embeddings.npz (with its cache `key`) and items.csv atomically; returns both paths."""
     npz_path, csv_path = analysis_dir / "embeddings.npz", analysis_dir / "items.csv"
-    tmp_npz = analysis_dir / f".embeddings.{os.getpid()}.tmp.npz"
-    np.savez(
-        tmp_npz,
-        ids=embedded.items["id"].to_numpy(dtype=str),
-        modality=embedded.items["modality"].to_numpy(dtype=str),
-        embeddings=embedded.vectors.astype(np.float32),
-        checkpoint_sha256=np.array(checkpoint_sha256),
-    )
-    tmp_csv = analysis_dir / f".items.{os.getpid()}.tmp.csv"
-    embedded.items[ITEM_CSV_COLUMNS].to_csv(tmp_csv, index=False)
-    os.replace(tmp_csv, csv_path)
-    os.replace(tmp_npz, npz_path)  # last: the npz is what marks the export complete
+
+    def write_npz(tmp: Path) -> None:
+        with tmp.open("wb") as handle:  # a handle: np.savez would append .npz to a path
+            np.savez(handle, ids=embedded.items["id"].to_numpy(dtype=str),
+                     modality=embedded.items["modality"].to_numpy(dtype=str),
+                     embeddings=embedded.vectors.astype(np.float32),
+                     cache_key=np.array(json.dumps(key, sort_keys=True)))
+
+    atomic.write_csv(csv_path, embedded.items[ITEM_CSV_COLUMNS])
+    atomic.atomic_write(npz_path, write_npz)  # last: the npz is what marks the export complete
     return npz_path, csv_path
 
 
-def load_embedded(analysis_dir: Path) -> tuple[Embedded, str] | None:
-    """The saved embeddings and the checkpoint hash they were made with, or None if absent."""
+def load_embedded(analysis_dir: Path) -> tuple[Embedded, dict | None] | None:
+    """The saved embeddings and the cache key they were made with (None for an export that recorded
+    none), or None if absent."""
     npz_path, csv_path = analysis_dir / "embeddings.npz", analysis_dir / "items.csv"
     if not (npz_path.exists() and csv_path.exists()):
         return None
     with np.load(npz_path) as npz:
-        ids, modality, vectors, sha = npz["ids"], npz["modality"], npz["embeddings"], str(npz["checkpoint_sha256"])
+        ids, modality, vectors = npz["ids"], npz["modality"], npz["embeddings"]
+        key = json.loads(str(npz["cache_key"])) if "cache_key" in npz.files else None
     items = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if len(items) != len(ids) or not (np.array_equal(items["id"].to_numpy(dtype=str), ids)
                                       and np.array_equal(items["modality"].to_numpy(dtype=str), modality)):
         return None  # the pair is from two different exports (interrupted run): recompute
-    return Embedded(items, vectors), sha
+    return Embedded(items, vectors), key
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file: saved with the embeddings so a retrained run is re-embedded."""
-    import hashlib
+def embeddings_key(run, precision: str) -> dict:
+    """What a run's test embeddings depend on: its best weights, its stores' content as they are now, and
+    the precision they were computed in."""
+    from analyse.study import store_fingerprint
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"weights": run.weights_fingerprint("best"), "stores": run.current_store_fingerprints(store_fingerprint),
+            "precision": precision}
 
 
 def embed_run(run, device: str = "cpu", precision: str = "fp32") -> Embedded:
     """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint."""
     from analyse.study import items_frame, open_store
     from train.embed import embed_store
-    from train.model import TwoTower
 
-    model = TwoTower.from_run(run.path, "best").to(device)
+    model = run.load_model("best", device)
     parts = []
     for modality, paths in [("audio", p) for p in run.audio_stores.values()] + [("image", run.image_store)]:
         store = open_store(paths)
@@ -129,12 +133,72 @@ def embed_run(run, device: str = "cpu", precision: str = "fp32") -> Embedded:
 
 
 def run_embeddings(run, device: str = "cpu", force: bool = False, precision: str = "fp32") -> Embedded:
-    """The run's test embeddings: from `analysis/embeddings.npz` when made with the current checkpoint,
-    else computed (once) and saved there."""
-    sha = checkpoint_sha256(run.checkpoint)
+    """The run's test embeddings: from `analysis/embeddings.npz` when made from the current weights and
+    stores at the same precision, else computed (once) and saved there."""
+    key = embeddings_key(run, precision)
     saved = None if force else load_embedded(run.analysis_dir)
-    if saved is not None and saved[1] == sha:
+    if saved is not None and saved[1] == key:
         return saved[0]
     embedded = embed_run(run, device, precision)
-    save_embedded(embedded, run.analysis_dir, sha)
+    save_embedded(embedded, run.analysis_dir, key)
     return embedded
+
+
+# ------------------------------------------------------------------------------------------ predictions' keys
+class StaleAnalysisError(ValueError):
+    """A per-run result was computed from other weights, stores or episodes than the run's current ones."""
+
+
+def predictions_keys(run, tests, precision: str | None) -> dict[str, dict]:
+    """The cache key of each (test, language) of the run's predictions, now: `embeddings_key` plus the
+    sha256 of the episode files (None when they are not drawn). `precision=None` leaves the precision
+    out (for checks that accept whichever precision the predictions were scored in)."""
+    from analyse.episodes import episode_paths
+    from analyse.study import episodes_dir
+
+    base = embeddings_key(run, precision)
+    if precision is None:
+        del base["precision"]
+    keys = {}
+    for test in tests:
+        for lang in run.langs:
+            files = episode_paths(episodes_dir(run), lang, test)
+            drawn = all(f.exists() for f in files)
+            keys[f"{test}/{lang}"] = {**base, "episodes": sha256_files(files) if drawn else None}
+    return keys
+
+
+def _keys_path(run) -> Path:
+    return run.analysis_dir / "predictions.json"
+
+
+def recorded_predictions_keys(run) -> dict[str, dict]:
+    """The keys saved beside predictions.csv ({} when none were)."""
+    path = _keys_path(run)
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}  # unreadable: treated as stale
+
+
+def record_predictions_keys(run, tests, precision: str) -> Path:
+    """Save the current keys of `tests` (call after predictions.csv and accuracy.csv are written)."""
+    return atomic.write_json(_keys_path(run), predictions_keys(run, tests, precision))
+
+
+def stale_tests(run, tests, precision: str | None) -> list[str]:
+    """Those of `tests` whose saved predictions were scored with other weights, stores or episodes (or,
+    unless `precision` is None, in another precision)."""
+    recorded, current = recorded_predictions_keys(run), predictions_keys(run, tests, precision)
+    if precision is None:
+        recorded = {k: {f: v for f, v in value.items() if f != "precision"} for k, value in recorded.items()}
+    return sorted({key.split("/")[0] for key, value in current.items() if recorded.get(key) != value})
+
+
+def check_predictions_current(run, tests) -> None:
+    """Refuse predictions (and the accuracy derived from them) scored on other weights, stores or episodes."""
+    stale = stale_tests(run, tests, None)
+    if stale:
+        raise StaleAnalysisError(
+            f"the {', '.join(stale)} predictions of run {run.path} were scored with other weights, stores or "
+            f"episodes than the current ones; rescore it: `analyse {' / '.join(stale)} {run.path}` (or `analyse all`)")

@@ -44,24 +44,27 @@ def score_run(run, tests: tuple[str, ...] = ("familiar", "me"), device: str = "c
               per_concept: int = 50, precision: str = "fp32") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score `tests` on each of the run's languages; update `analysis/predictions.csv` and `accuracy.csv`.
 
-    Rows of other tests already in predictions.csv are kept, so `analyse familiar` and `analyse me` can
+    Rows of other tests already in predictions.csv are kept when they were scored with the current
+    weights, stores and episodes (else they are rescored too), so `analyse familiar` and `analyse me` can
     run in either order. Returns the full predictions and accuracy tables of the run.
     """
     from analyse.episodes import episodes_for_run
-    from analyse.export import run_embeddings
+    from analyse.export import record_predictions_keys, run_embeddings, stale_tests
 
     embedded = run_embeddings(run, device, precision=precision)
-    fresh = [score_episodes(episodes_for_run(run, lang, test, seed, per_concept), embedded)
-             for lang in run.langs for test in tests]
     path = run.analysis_dir / "predictions.csv"
-    parts = fresh
+    old = None
     if path.exists():
         old = pd.read_csv(path, dtype={"query_id": str, "pos_id": str, "neg_id": str, "lang": str, "concept": str})
-        parts = [old[~old["test"].isin(tests)]] + fresh
+        tests = tuple(tests) + tuple(stale_tests(run, sorted(set(old["test"]) - set(tests)), precision))
+    fresh = [score_episodes(episodes_for_run(run, lang, test, seed, per_concept), embedded)
+             for lang in run.langs for test in tests]
+    parts = fresh if old is None else [old[~old["test"].isin(tests)]] + fresh
     predictions = pd.concat(parts, ignore_index=True).sort_values(["test", "lang", "episode"], kind="stable")
     accuracy = accuracy_summary(predictions)
     write_csv(path, predictions)
     write_csv(run.analysis_dir / "accuracy.csv", accuracy)
+    record_predictions_keys(run, sorted(set(predictions["test"])), precision)
     return predictions, accuracy
 
 
@@ -72,6 +75,10 @@ def collect(runs, name: str) -> pd.DataFrame:
         path = run.analysis_dir / name
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `analyse familiar` and `analyse me` on {run.path} first")
+        if name in ("predictions.csv", "accuracy.csv"):
+            from analyse.export import check_predictions_current
+
+            check_predictions_current(run, sorted(set(pd.read_csv(path, usecols=["test"])["test"])))
         frame = pd.read_csv(path, dtype={"query_id": str, "pos_id": str, "neg_id": str, "lang": str, "concept": str})
         for key, value in reversed(list(run.labels().items())):
             frame.insert(0, key, value)

@@ -1,4 +1,4 @@
-"""`train-heads`: train the pooling heads on cached features, one run or a sweep (a thin shell over train.loop)."""
+"""`train-heads`: train the pooling heads on cached features, one run or a sweep (a thin shell over train.sweep)."""
 from __future__ import annotations
 
 import os
@@ -7,46 +7,21 @@ import os
 # that other jobs keep busy, spinning threads made a training step 5-10x slower (bench/train_step.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 import torch  # noqa: E402
 
 from cache import layout  # noqa: E402
-from train.loop import LoadedStores, resolve_device, train_sweep  # noqa: E402
-from train.model import LOGIT_MODES, TwoTower  # noqa: E402
-from train.runs import RunConfigError, load_run, parse_seeds, plan_runs  # noqa: E402
+from cache.clitools import Command, split_values, user_errors, verbosity_options  # noqa: E402
+from cache.hardware import DEVICE_HELP, resolve_device  # noqa: E402
+from train.model import LOGIT_MODES  # noqa: E402
+from train.runs import RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
-
-# Options that take several space-separated values (`--langs en fr`), as well as commas (`--langs en,fr`).
-GREEDY_OPTIONS = ("--langs", "--configs", "--seeds", "--widths", "--width")
+from train.sweep import plan_sweep  # noqa: E402
 
 
-class GreedyCommand(click.Command):
-    """Rewrites `--langs en fr` into `--langs en --langs fr` before click parses (click takes one value per
-    occurrence); values continue until the next token that starts with `-`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rewritten, current = [], None
-        for token in args:
-            if token in GREEDY_OPTIONS:
-                current = token
-                continue
-            if token.startswith("-"):
-                current = None
-            elif current is not None:
-                rewritten += [current, token]
-                continue
-            rewritten.append(token)
-        return super().parse_args(ctx, rewritten)
-
-
-def split_values(values: tuple[str, ...]) -> list[str]:
-    return [v for value in values for v in value.split(",") if v]
-
-
-@click.command(cls=GreedyCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command)
 @click.option("--langs", multiple=True, metavar="LANG...",
               help="Languages of ONE run (two = a bilingual run), e.g. `--langs en fr`.")
 @click.option("--configs", multiple=True, metavar="CONFIG...",
@@ -59,8 +34,10 @@ def split_values(values: tuple[str, ...]) -> list[str]:
 @click.option("--cache", "cache_folder", type=click.Path(file_okay=False, path_type=Path),
               help="Cache folder to find stores in [default: $VGSME_HOME/cache/<corpus>].")
 @click.option("--audio-store", "audio_store_opts", multiple=True, metavar="LANG=PATH[,PATH...]",
-              help="Audio store of a language (shards separated by commas); repeat per language.")
-@click.option("--image-store", metavar="PATH[,PATH...]", help="Image store (shards separated by commas).")
+              help="Audio store of a language instead of the one found in the cache (shards separated by commas), "
+              "e.g. `--audio-store en=a.h5 fr=b.h5`; every LANG must be one a run trains on.")
+@click.option("--image-store", metavar="PATH[,PATH...]",
+              help="Image store instead of the one found in the cache (shards separated by commas).")
 @click.option("--audio-encoder", help="Audio encoder to pick when the cache holds several.")
 @click.option("--image-encoder", help="Image encoder to pick when the cache holds several.")
 @click.option("--epochs", default=24, show_default=True, type=click.IntRange(1), help="Epochs (the paper: 24).")
@@ -77,73 +54,49 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               "matching a bilingual run's steps (the paper's control).")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
               help="Autocast precision (fp32 master weights either way).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}.")
+@click.option("--exclude-concepts", multiple=True, metavar="CONCEPT...",
+              help="Concepts left out of every training and validation set (familiar or novel; the paper drops "
+              "the novel `nautilus`), e.g. `--exclude-concepts nautilus`; recorded in config.json.")
 @click.option("--study", default="main", show_default=True, help="Runs go to $VGSME_HOME/runs/<study>/.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to put the run folders in, instead of $VGSME_HOME/runs/<study>.")
 @click.option("--name", help="Folder name of a single run (default <langs>-w<width>-s<seed>).")
-@click.option("--force", is_flag=True, help="Retrain runs that are complete (their folders are replaced).")
+@click.option("--force", is_flag=True, help="Retrain runs that are complete, or whose stores changed since they were "
+              "trained (their folders are replaced).")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
               "core]; 1 is faster when other jobs keep the cores busy.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@verbosity_options
+@user_errors
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
-                out, name, force, threads, quiet) -> None:
-    """Train the audio and image pooling heads on cached features; print each run folder."""
-    logging.basicConfig(level=logging.WARNING)
+                exclude_concepts, out, name, force, threads, progress) -> None:
+    """Train the audio and image pooling heads on cached features; print each run folder.
+
+    A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
+    is refused (use --force to retrain it); a run that failed (NaN loss) is replaced when rerun with other
+    options.
+    """
     if threads:
         torch.set_num_threads(threads)
-    try:
-        lang_sets = language_sets(split_values(langs), split_values(configs))
-        cache_folder = cache_folder or layout.cache_dir(corpus)
-        audio_stores = {lang: resolve_store(cache_folder, "audio", lang, audio_encoder, audio_store_opts)
-                        for lang in sorted({lang for s in lang_sets for lang in s})}
-        image_paths = (image_store.split(",") if image_store
-                       else [str(p) for p in layout.find_stores(cache_folder, "image", encoder=image_encoder)])
-        device = resolve_device(device)
-        stores = LoadedStores(device)
-        audio_dims = {lang: stores.store(paths).dim for lang, paths in audio_stores.items()}
-        if len(set(audio_dims.values())) > 1:
-            raise RunConfigError(f"the audio stores have different dims {audio_dims}: pick one encoder with "
-                                 "--audio-encoder")
-        runs = plan_runs(lang_sets, [int(w) for w in split_values(widths)], parse_seeds(",".join(seeds)),
-                         audio_stores, image_paths, audio_dims.popitem()[1], stores.store(image_paths).dim,
-                         epochs=epochs, batch_size=batch_size, lr_max=lr_max, negatives_mode=negatives_mode,
-                         logit_mode=logit_mode, precision=precision, equal_steps=equal_steps, device=device)
-        for width in dict.fromkeys(run.width for run in runs):
-            count = TwoTower(runs[0].audio_dim, runs[0].image_dim, width).parameter_count()
-            click.echo(f"W={width}: {count:,} parameters (audio D={runs[0].audio_dim}, image D={runs[0].image_dim})",
-                       err=True)
-        train_sweep(runs, out or layout.runs_dir(study), name, force, progress=not quiet,
-                    on_done=lambda path: click.echo(summary(path)), stores=stores)
-    except (ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
-
-
-def language_sets(langs: list[str], configs: list[str]) -> list[list[str]]:
-    if bool(langs) == bool(configs):
-        raise RunConfigError("give the languages of one run with --langs (e.g. --langs en fr) or several "
-                             "configurations with --configs (e.g. --configs en fr en+fr), not both or neither")
-    return [langs] if langs else [config.split("+") for config in configs]
-
-
-def resolve_store(cache_folder: Path, modality: str, lang: str, encoder: str | None,
-                  explicit: tuple[str, ...]) -> list[str]:
-    """The store paths of a language: from `--audio-store LANG=PATH` when given, else found in the cache."""
-    for option in explicit:
-        key, sep, paths = option.partition("=")
-        if not sep:
-            raise RunConfigError(f"--audio-store {option!r}: write it as LANG=PATH (e.g. en=cache/audio-en.x.h5)")
-        if key == lang:
-            return paths.split(",")
-    return [str(p) for p in layout.find_stores(cache_folder, modality, lang, encoder=encoder)]
+    plan = plan_sweep(split_values(langs), split_values(configs), split_values(seeds), split_values(widths),
+                      cache_folder or layout.cache_dir(corpus), list(audio_store_opts),
+                      split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
+                      resolve_device(device), epochs=epochs, batch_size=batch_size, lr_max=lr_max,
+                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
+                      equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts))
+    first = plan.runs[0]
+    for width, count in plan.parameter_counts().items():
+        click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)
+    plan.train(out or layout.runs_dir(study), name, force, progress=progress,
+               on_done=lambda path: click.echo(summary(path)))
 
 
 def summary(path: Path) -> str:
-    """`<folder>  best epoch N: val loss …, familiar acc …` for the line printed after each run."""
-    run = load_run(path)
-    best = min(run.metrics, key=lambda row: row["val_loss"])
-    seconds = sum(row["seconds"] for row in run.metrics)
-    return (f"{path}  best epoch {best['epoch']}/{len(run.metrics)}: val loss {best['val_loss']:.4f}, "
-            f"familiar acc {best['val_familiar_acc']:.3f}; last acc {run.metrics[-1]['val_familiar_acc']:.3f}; "
-            f"{seconds:.1f} s")
+    """`<folder>  best epoch N/M: val loss …, familiar acc …%` for the line printed after each run."""
+    run = RunFolder.open(path)
+    best, metrics = run.best_row, run.metrics
+    seconds = sum(row["seconds"] for row in metrics)
+    return (f"{path}  best epoch {best['epoch']}/{len(metrics)}: val loss {best['val_loss']:.4f}, "
+            f"familiar acc {100 * best['val_familiar_acc']:.1f} %; "
+            f"last acc {100 * metrics[-1]['val_familiar_acc']:.1f} %; {seconds:.1f} s")

@@ -26,8 +26,8 @@ from tqdm import tqdm
 import cache
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
-from train.runs import (RunConfig, RunConfigError, atomic_write, check_same_run, code_revision, read_config, write_json,
-                        write_metrics)
+from cache.atomic import atomic_write
+from train.runs import RunConfig, RunConfigError, RunFolder, TrainingDiverged, code_revision
 from train.sampler import EpisodeSampler, Episodes, concept_codes
 from train.schedule import make_optimizer, make_schedule, set_lr
 
@@ -153,9 +153,23 @@ def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
         raise ValueError(f"{config.image_store[0]} is not a {config.image_dim}-d image store")
     if len({store.dim for store, _ in audio}) != 1:
         raise ValueError("the audio stores of a run must share one encoder: their dims differ")
+    encoders = {",".join(paths): (s.provenance.encoder, s.provenance.encoder_fingerprint, s.provenance.layer)
+                for (s, _), paths in zip(audio, config.audio_stores)}
+    if len(set(encoders.values())) > 1:
+        listing = "; ".join(f"{key}: encoder {e!r}, weights {fp!r}, layer {layer}"
+                            for key, (e, fp, layer) in encoders.items())
+        raise RunConfigError(f"the audio stores of a run must come from one encoder (same weights, same layer): "
+                             f"{listing}. Extract them again with one encoder, or pick one with --audio-encoder")
 
     images = image_store.items
-    vocabulary = sorted(set(images.concept[(images.kind == "familiar") & (images.split == "train")].tolist()))
+    known = set(images.concept.tolist()).union(*(s.items.concept.tolist() for s, _ in audio))
+    unknown = sorted(set(config.exclude_concepts) - known)
+    if unknown:
+        raise RunConfigError(f"--exclude-concepts {' '.join(unknown)}: no such concept in the stores "
+                             f"(they hold {', '.join(sorted(known))})")
+    # excluded concepts are left out of the vocabulary, so no training or validation episode uses them
+    vocabulary = sorted(set(images.concept[(images.kind == "familiar") & (images.split == "train")].tolist())
+                        - set(config.exclude_concepts))
     concept = np.concatenate([s.items.concept for s, _ in audio])
     kind = np.concatenate([s.items.kind for s, _ in audio])
     split = np.concatenate([s.items.split for s, _ in audio])
@@ -235,23 +249,30 @@ def autocast_factory(device_type: str, precision: str):
     return lambda: torch.autocast(device_type, dtype=dtype)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return device
-
-
 def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: bool = True) -> Path:
-    """Train (or resume, or skip when complete) the run `config` in `run_dir`; returns the folder."""
+    """Train (or resume, or skip when complete) the run `config` in `run_dir`; returns the folder.
+
+    A complete run, or a half-trained one (state.pt), whose stores changed since is refused
+    (`StaleStoreError`); a `failed` run of other options is replaced, one of the same options is resumed
+    (and fails again the same way). A NaN/Inf loss stops the run (`TrainingDiverged`) without saving the epoch.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_same_run(run_dir, config)
-    existing = read_config(run_dir)
-    if existing is not None and existing.get("status") == "complete":
-        log.info("%s is complete; not retrained (use --force to retrain)", run_dir)
-        return run_dir
+    folder = RunFolder(run_dir)
+    if folder.exists:
+        folder = RunFolder.open(run_dir)
+        if folder.status == "failed" and folder.differing_fields(config):
+            log.info("%s failed with other options (%s); replaced", run_dir, folder.failure)
+            shutil.rmtree(run_dir)
+            folder = RunFolder(run_dir)
+        else:
+            folder.check_same_run(config)
+            on_disk = lambda paths: stores.store([str(p) for p in paths])  # noqa: E731
+            if folder.status == "complete":
+                folder.refuse_stale(folder.stale_stores(on_disk), "is complete")
+                log.info("%s is complete; not retrained (use --force to retrain)", run_dir)
+                return run_dir
+            if folder.state_path.exists():
+                folder.refuse_stale(folder.stale_stores(on_disk), "is half-trained (state.pt) and would resume")
     device = config.device
     device_type = "cuda" if device.startswith("cuda") else "cpu"
 
@@ -272,14 +293,15 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
     rng = np.random.default_rng(config.seed)
     metrics: list[dict] = []
     best = {"val_loss": math.inf, "epoch": 0, "weights": None}
-    write_json(run_dir / "config.json", {
+    folder.create({
         **dataclasses.asdict(config), "status": "running", "code_revision": code_revision(), "provenance": data.provenance,
+        "store_fingerprints": {key: stores.store(paths).fingerprint for key, paths in config.store_paths().items()},
         "parameter_count": model.parameter_count(), "steps_per_epoch": steps_per_epoch,
         "vocabulary": data.train.vocabulary, "train_audio": len(data.train.anchors),
         "valid_episodes": len(valid_episodes.audio)})
 
     # resume from the last completed epoch
-    state_path = run_dir / "state.pt"
+    state_path = folder.state_path
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)  # RNG states must stay on CPU
         model.load_state_dict(state["model"])
@@ -306,12 +328,17 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             set_lr(optimizer, lr)
             loss = train_step(model, optimizer, scaler, data, data.train.draw(anchors, rng), autocast,
                               config.audio_bucket)
+            if not math.isfinite(loss):
+                bar.close()
+                raise diverged(folder, config, f"epoch {epoch + 1}, step {step + 1}", "training", loss)
             total_loss += loss * len(anchors)
             bar.update(len(anchors))
             bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{metrics[-1]['val_familiar_acc']:.3f}" if metrics else "-",
                             samples_s=f"{bar.n / max(1e-9, time.perf_counter() - started):.0f}")
         bar.close()
         val_loss, val_acc, val_top1 = evaluate(model, data, valid_episodes, autocast, config.audio_bucket)
+        if not math.isfinite(val_loss):
+            raise diverged(folder, config, f"epoch {epoch + 1}", "validation", val_loss)
         metrics.append({"epoch": epoch + 1, "train_loss": total_loss / len(order), "val_loss": val_loss,
                         "val_familiar_acc": val_acc, "lr": lr, "logit_scale": model.logit_scale().item(),
                         "seconds": round(time.perf_counter() - started, 3), "val_top1_acc": val_top1})
@@ -325,16 +352,29 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))  # the commit point of the epoch
         write_epoch_files(run_dir, model, metrics, best)
 
-    final = read_config(run_dir)
-    write_json(run_dir / "config.json", {**final, "status": "complete"})
+    folder.update(status="complete")
     return run_dir
+
+
+def diverged(folder: RunFolder, config: RunConfig, where: str, which: str, value: float) -> TrainingDiverged:
+    """Mark the run `failed` (its last committed epoch stays) and say what to change."""
+    reason = f"the {which} loss became {value} at {where}"
+    folder.mark_failed(reason)
+    hints = [f"a lower --lr (this run: {config.lr_max:g})"]
+    if config.precision != "fp32":
+        hints.append("--precision fp32")
+    paths = [path for paths in config.store_paths().values() for path in paths]
+    hints.append(f"check the stores with `python -m cache verify {' '.join(paths)}`")
+    return TrainingDiverged(f"run {folder.path}: {reason}; stopped without saving that epoch (status: failed). "
+                            f"Try {', or '.join(hints)}")
 
 
 def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict) -> None:
     """metrics.csv and the two checkpoints, all derived from the committed state (so safe to redo)."""
-    write_metrics(run_dir / "metrics.csv", metrics)
-    save_weights(run_dir / "last.safetensors", model.state_dict())
-    save_weights(run_dir / "best.safetensors", best["weights"])
+    folder = RunFolder(run_dir)
+    folder.write_metrics(metrics)
+    save_weights(folder.checkpoint_path("last"), model.state_dict())
+    save_weights(folder.checkpoint_path("best"), best["weights"])
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
@@ -356,7 +396,7 @@ def train_sweep(configs: list[RunConfig], runs_root: Path, name: str | None = No
     for config in configs:
         run_dir = Path(runs_root) / (name or config.folder_name())
         if force and run_dir.exists():
-            if any(run_dir.iterdir()) and not (run_dir / "config.json").exists():
+            if any(run_dir.iterdir()) and not RunFolder.is_run_folder(run_dir):
                 raise RunConfigError(f"{run_dir} is not a run folder (no config.json); --force will not delete it")
             shutil.rmtree(run_dir)
         done.append(train_run(config, run_dir, stores, progress))

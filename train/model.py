@@ -10,7 +10,6 @@ value: the same function as the full layer's CLS output (`tests/train/test_model
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -126,19 +125,12 @@ class TwoTower(nn.Module):
 
     @classmethod
     def from_run(cls, path: str | Path, checkpoint: str = "best") -> "TwoTower":
-        """The model of a run folder with its `best` (lowest validation loss) or `last` weights, in eval mode."""
-        from safetensors.torch import load_file
+        """The model of a run folder with its `best` (lowest validation loss) or `last` weights, in eval mode.
 
-        path = Path(path)
-        config_path, weights = path / "config.json", path / f"{checkpoint}.safetensors"
-        if not config_path.exists():
-            raise FileNotFoundError(f"{path} is not a run folder (no config.json); train it with train-heads")
-        if not weights.exists():
-            raise FileNotFoundError(f"{weights} does not exist: the run has not finished an epoch "
-                                    f"(rerun train-heads to resume it) or checkpoint={checkpoint!r} is not best|last")
-        model = cls.from_config(json.loads(config_path.read_text()))
-        model.load_state_dict(load_file(weights))
-        return model.eval()
+        `train.runs.RunFolder` owns the run folder's files; this is its `load_model`."""
+        from train.runs import RunFolder
+
+        return RunFolder.open(path).load_model(checkpoint)
 
 
 def expected_parameter_count(audio_dim: int, image_dim: int, width: int) -> int:

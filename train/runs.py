@@ -1,22 +1,31 @@
-"""Run folders: what a run is (`RunConfig`), where it lives, and its files.
+"""Run folders: what a run is (`RunConfig`), and the one class that reads and writes its folder (`RunFolder`).
 
 `$VGSME_HOME/runs/<study>/<langs joined by +>-w<width>-s<seed>[-eq]/` holds `config.json` (every value needed
-to rerun it, the stores' provenance, the code revision, `status` running|complete), `metrics.csv` (one row
-per completed epoch), `best.safetensors` (lowest validation loss), `last.safetensors` and `state.pt`.
-`state.pt` is the single source of truth for resuming: it is written first at the end of every epoch
-and the other per-epoch files are derived from it, so a run killed at any instant resumes consistently.
+to rerun it, the stores' provenance and content fingerprints, the code revision, `status`
+running|complete|failed), `metrics.csv` (one row per completed epoch), `best.safetensors` (lowest validation
+loss), `last.safetensors` and `state.pt`. `state.pt` is the single source of truth for resuming: it is
+written first at the end of every epoch and the other per-epoch files are derived from it, so a run killed
+at any instant resumes consistently.
+
+Training, analysis and the report all go through `RunFolder`, so there is one parser of these files, one
+"not a run folder" error and one definition of the best epoch. A run records the fingerprint of every store
+it trained on; `RunFolder.stale_stores()` compares them with the stores as they are now, so that neither
+`train-heads` nor `analyse` silently mixes a run with stores rebuilt since.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
-import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
+import cache
+from cache.atomic import atomic_write, make_dirs, write_json
+from cache.hashing import sha256_file
+from cache.layout import vgsme_home
 from train.model import TwoTower
 from train.schedule import LR_MAX, LR_MIN, WARMUP_FRACTION, WEIGHT_DECAY
 
@@ -24,10 +33,31 @@ METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_familiar_acc", "lr", "
                   "val_top1_acc")
 # Fields that may differ between a run folder and a rerun of it (they do not change the numbers on CPU).
 RERUN_FREE_FIELDS = ("device",)
+STATUSES = ("running", "complete", "failed")
+CHECKPOINTS = ("best", "last")
+REQUIRED_KEYS = ("langs", "width", "seed", "audio_stores", "image_store")
+# Provenance fields that record when and by what a store was written: reported only when nothing else differs.
+_INFORMATIONAL = ("created", "package_version")
 
 
 class RunConfigError(ValueError):
     """A run folder exists with another configuration, or a run cannot be set up as asked."""
+
+
+class RunFolderError(ValueError):
+    """A run folder's files are missing, malformed, or do not match the stores they were made from."""
+
+
+class NotARunFolder(RunFolderError):
+    """The folder holds no run (no readable config.json written by train-heads)."""
+
+
+class StaleStoreError(RunFolderError):
+    """The stores a run was trained on have changed since: its weights no longer belong to them."""
+
+
+class TrainingDiverged(RunFolderError):
+    """The loss became NaN or infinite: the run stopped, marked `failed`, without saving that epoch."""
 
 
 @dataclass
@@ -57,6 +87,10 @@ class RunConfig:
     valid_seed: int = 20250817
     audio_bucket: int = 256
     device: str = "cpu"
+    exclude_concepts: list[str] = field(default_factory=list)  # in no training or validation set
+
+    def __post_init__(self) -> None:
+        self.exclude_concepts = sorted(set(self.exclude_concepts))
 
     @property
     def repeats(self) -> int:
@@ -69,17 +103,383 @@ class RunConfig:
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RERUN_FREE_FIELDS}
 
+    def store_paths(self) -> dict[str, list[str]]:
+        """Each store of the run under its key in config.json (`provenance`, `store_fingerprints`): its
+        path(s) joined by commas; audio stores in `langs` order, then the image store."""
+        return {",".join(paths): list(paths) for paths in [*self.audio_stores, self.image_store]}
+
+
+@dataclass(frozen=True)
+class StoreChange:
+    """How one store differs from what a run recorded when it was trained on it."""
+
+    key: str  # the store's path(s), as config.json names it
+    recorded: str | None  # fingerprint recorded by the run (None: an older run that recorded none)
+    current: str | None  # fingerprint now (None: the store cannot be opened)
+    fields: tuple[str, ...] = ()  # provenance fields that differ, one line each
+    problem: str = ""  # why the store could not be opened
+
+    def describe(self) -> str:
+        if self.current is None:
+            return f"store {self.key}: cannot be opened now ({self.problem})"
+        if self.recorded is None:
+            return f"store {self.key}: the run recorded no fingerprint for it (trained by an older version)"
+        what = "; ".join(self.fields) or "same provenance, different items or features"
+        return f"store {self.key}: fingerprint {self.recorded[:12]} → {self.current[:12]} ({what})"
+
+
+def provenance_changes(recorded: dict, current: dict) -> tuple[str, ...]:
+    """The provenance fields that differ between `recorded` and `current` (dicts), one `field: a → b` line each;
+    when/by-what fields (`created`, `package_version`) only when nothing else differs."""
+    def diff(names: Iterable[str]) -> list[str]:
+        lines = []
+        for name in names:
+            a, b = recorded.get(name), current.get(name)
+            if isinstance(a, dict) and isinstance(b, dict):
+                lines += [f"{name}.{k}: {a.get(k)!r} → {b.get(k)!r}"
+                          for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            elif a != b:
+                lines.append(f"{name}: {a!r} → {b!r}")
+        return lines
+
+    names = sorted(set(recorded) | set(current))
+    return tuple(diff(n for n in names if n not in _INFORMATIONAL) or diff(n for n in names if n in _INFORMATIONAL))
+
+
+def default_open_store(paths: tuple[Path, ...]):
+    """`cache.open_store` of a store or its shard set."""
+    return cache.open_store(list(paths))
+
+
+class RunFolder:
+    """One run folder: its config, status, metrics, checkpoints, store fingerprints and analysis folder.
+
+    `RunFolder(path)` names a folder that may not hold a run yet (training creates it with `create`);
+    `RunFolder.open(path)` is the reader's entry point and refuses a folder without a run. The config is
+    read once and cached; the writing methods keep the cache and the file in step.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._config: dict | None = None
+        self._weights_fingerprints: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+    # ------------------------------------------------------------------ identity
+    @staticmethod
+    def is_run_folder(path: str | Path) -> bool:
+        """Whether `path` holds a config.json (cheap: used to find the runs of a study)."""
+        return (Path(path) / "config.json").is_file()
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunFolder":
+        """The run in `path`; `NotARunFolder` when it holds none or its config.json is unreadable."""
+        folder = cls(Path(path).resolve())
+        file = folder.config_path
+        if not file.is_file():
+            raise NotARunFolder(f"{folder.path} is not a run folder (no config.json); train it with train-heads")
+        try:
+            config = json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise NotARunFolder(f"{file} cannot be read ({error}); delete the run folder and train it again "
+                                "with train-heads") from None
+        missing = [k for k in REQUIRED_KEYS if not isinstance(config, dict) or k not in config]
+        if missing:
+            raise NotARunFolder(f"{file} lacks {missing}; was it written by train-heads?")
+        if len(config["audio_stores"]) != len(config["langs"]):
+            raise NotARunFolder(f"{file}: {len(config['langs'])} languages but {len(config['audio_stores'])} "
+                                "audio stores; delete the run folder and train it again")
+        folder._config = config
+        return folder
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunFolder) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    # ------------------------------------------------------------------ config
+    @property
+    def exists(self) -> bool:
+        return self.is_run_folder(self.path)
+
+    @property
+    def config(self) -> dict:
+        if self._config is None:
+            self._config = RunFolder.open(self.path).config
+        return self._config
+
+    def create(self, config: dict) -> None:
+        """Write config.json (atomically; the folder is made when needed)."""
+        if config.get("status") not in STATUSES:
+            raise RunFolderError(f"status {config.get('status')!r} is not one of {STATUSES}")
+        make_dirs(self.path)
+        write_json(self.config_path, config)
+        self._config = json.loads(json.dumps(config))
+
+    def update(self, **changes: Any) -> None:
+        """Rewrite config.json with `changes` (e.g. `status="complete"`)."""
+        self.create({**self.config, **changes})
+
+    def mark_failed(self, reason: str) -> None:
+        self.update(status="failed", failure=reason)
+
+    @property
+    def status(self) -> str | None:
+        return self.config.get("status")
+
+    @property
+    def failure(self) -> str | None:
+        """Why a `failed` run stopped."""
+        return self.config.get("failure")
+
+    @property
+    def langs(self) -> tuple[str, ...]:
+        return tuple(self.config["langs"])
+
+    @property
+    def width(self) -> int:
+        return int(self.config["width"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def equal_steps(self) -> bool:
+        return bool(self.config.get("equal_steps", False))
+
+    @property
+    def exclude_concepts(self) -> list[str]:
+        """Concepts left out of training and validation (sorted; [] for runs that excluded none)."""
+        return sorted(self.config.get("exclude_concepts") or [])
+
+    @property
+    def train_langs(self) -> str:
+        """The training language set as Table 1 groups it: `en+fr`; the equal-steps control adds `-eq`."""
+        return "+".join(self.langs) + ("-eq" if self.equal_steps else "")
+
+    @property
+    def audio_stores(self) -> dict[str, tuple[Path, ...]]:
+        """Per language, the audio store's path(s); relative paths are relative to $VGSME_HOME."""
+        return {lang: tuple(_store_path(p) for p in paths)
+                for lang, paths in zip(self.langs, self.config["audio_stores"])}
+
+    @property
+    def image_store(self) -> tuple[Path, ...]:
+        return tuple(_store_path(p) for p in self.config["image_store"])
+
+    def labels(self) -> dict:
+        """The columns every per-run analysis table carries."""
+        return {"run": self.name, "train_langs": self.train_langs, "width": self.width, "seed": self.seed}
+
+    def check_same_run(self, config: RunConfig) -> None:
+        """Refuse to resume or skip a folder that holds a run of another configuration."""
+        differing = self.differing_fields(config)
+        if differing:
+            details = "; ".join(f"{k}: folder has {self.config.get(k)!r}, asked {v!r}" for k, v in differing.items())
+            raise RunConfigError(f"run folder {self.path} holds a run with another configuration ({details}). "
+                                 f"Use another --study or --name, or --force to retrain it from scratch.")
+
+    def differing_fields(self, config: RunConfig) -> dict[str, Any]:
+        """The identity fields of `config` whose values differ from this folder's (a field an older run did
+        not record counts as its default)."""
+        defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                    for f in dataclasses.fields(RunConfig)}
+        wanted = json.loads(json.dumps(config.identity()))
+        return {k: v for k, v in sorted(wanted.items()) if self.config.get(k, defaults.get(k)) != v}
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def metrics(self) -> list[dict]:
+        """One dict per completed epoch (`epoch` int, the other METRIC_COLUMNS float); [] before the first."""
+        if not self.metrics_path.exists():
+            return []
+        with self.metrics_path.open(newline="") as f:
+            try:
+                return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            except (TypeError, ValueError) as error:
+                raise RunFolderError(f"{self.metrics_path} is malformed ({error}); rerun train-heads to rewrite it "
+                                     "from state.pt") from None
+
+    def metrics_frame(self):
+        """`metrics` as a pandas DataFrame with METRIC_COLUMNS (empty before the first epoch)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.metrics, columns=list(METRIC_COLUMNS))
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, METRIC_COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.metrics_path, write)
+
+    @property
+    def best_row(self) -> dict | None:
+        """The epoch with the lowest validation loss (whose weights are best.safetensors); None before the first."""
+        return best_metrics_row(self.metrics)
+
+    @property
+    def best_epoch(self) -> int | None:
+        row = self.best_row
+        return None if row is None else row["epoch"]
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.pt"
+
+    def checkpoint_path(self, name: str = "best") -> Path:
+        if name not in CHECKPOINTS:
+            raise RunFolderError(f"checkpoint {name!r} is not one of {CHECKPOINTS}")
+        return self.path / f"{name}.safetensors"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best checkpoint's path (what analyses use)."""
+        return self.checkpoint_path("best")
+
+    def _existing_checkpoint(self, name: str) -> Path:
+        weights = self.checkpoint_path(name)
+        if not weights.exists():
+            raise RunFolderError(f"{weights} does not exist: the run has not finished an epoch "
+                                 "(rerun train-heads to resume it)")
+        return weights
+
+    def weights_fingerprint(self, checkpoint: str = "best") -> str:
+        """sha256 of the checkpoint file: analyses key their caches by it, so a retrained run is recomputed.
+        Hashed again only when the file changed (inode, mtime, size), as analyses ask several times a run."""
+        weights = self._existing_checkpoint(checkpoint)
+        stat = weights.stat()
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        known = self._weights_fingerprints.get(checkpoint)
+        if known is None or known[0] != signature:
+            known = self._weights_fingerprints[checkpoint] = (signature, sha256_file(weights))
+        return known[1]
+
+    def load_model(self, checkpoint: str = "best", device: str = "cpu") -> TwoTower:
+        """The model with its `best` (lowest validation loss) or `last` weights, in eval mode on `device`."""
+        from safetensors.torch import load_file
+
+        weights = self._existing_checkpoint(checkpoint)
+        model = TwoTower.from_config(self.config)
+        model.load_state_dict(load_file(weights))
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ provenance
+    @property
+    def analysis_dir(self) -> Path:
+        return self.path / "analysis"
+
+    def recorded_store_fingerprints(self) -> dict[str, str]:
+        """The fingerprint of each store at training time, under its key (path(s) joined by commas)."""
+        return dict(self.config.get("store_fingerprints") or {})
+
+    def store_locations(self) -> dict[str, tuple[Path, ...]]:
+        """Each store's key in config.json and its path(s) as they resolve now."""
+        raw = [*self.config["audio_stores"], self.config["image_store"]]
+        return {",".join(paths): tuple(_store_path(p) for p in paths) for paths in raw}
+
+    def current_store_fingerprints(self, fingerprint: Callable | None = None) -> dict[str, str]:
+        """Each store's fingerprint now; `fingerprint(paths)` computes one (default: open the store and ask it;
+        analyses pass their per-process memo, as a fingerprint hashes the whole item table)."""
+        fingerprint = fingerprint or (lambda paths: default_open_store(paths).fingerprint)
+        return {key: fingerprint(paths) for key, paths in self.store_locations().items()}
+
+    def changed_stores(self, current: dict[str, str], provenance: dict[str, dict]) -> list[StoreChange]:
+        """The stores whose `current` fingerprint differs from the recorded one (`provenance`: their provenance
+        dicts now, to name the fields that changed)."""
+        recorded = self.recorded_store_fingerprints()
+        old_provenance = self.config.get("provenance") or {}
+        return [StoreChange(key, recorded.get(key), fp, provenance_changes(old_provenance.get(key, {}),
+                                                                           provenance.get(key, {})))
+                for key, fp in current.items() if recorded.get(key) != fp]
+
+    def stale_stores(self, open_store: Callable = default_open_store,
+                     fingerprint: Callable | None = None) -> list[StoreChange]:
+        """The run's stores that changed since it was trained on them (or cannot be opened any more).
+
+        `open_store(paths)` opens a store; `fingerprint(paths)` gives its fingerprint (default: the opened
+        store's own)."""
+        current, provenance, missing = {}, {}, []
+        for key, paths in self.store_locations().items():
+            try:
+                store = open_store(paths)
+                current[key] = fingerprint(paths) if fingerprint else store.fingerprint
+            except (ValueError, OSError) as error:
+                missing.append(StoreChange(key, self.recorded_store_fingerprints().get(key), None, problem=str(error)))
+                continue
+            provenance[key] = store.provenance.to_dict()
+        return missing + self.changed_stores(current, provenance)
+
+    def refuse_stale(self, changes: list[StoreChange], what: str) -> None:
+        """Raise `StaleStoreError` naming every changed store, when there are any."""
+        if changes:
+            raise StaleStoreError(f"run {self.path} {what}, but its stores changed since it was trained:\n  "
+                                  + "\n  ".join(c.describe() for c in changes)
+                                  + "\nits weights belong to the old stores: retrain it with train-heads ... --force")
+
+
+def best_metrics_row(rows: list[dict]) -> dict | None:
+    """The row with the lowest validation loss (the first of equals), None for no rows."""
+    return min(rows, key=lambda row: row["val_loss"]) if rows else None
+
+
+def _store_path(p: str) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() else vgsme_home() / path
+
 
 @dataclass
 class Run:
-    path: Path
-    config: dict
-    metrics: list[dict]
+    """A run folder with its model loaded (what `load_run` gives)."""
+
+    folder: RunFolder
     model: TwoTower = field(repr=False)
 
     @property
-    def best_epoch(self) -> int:
-        return min(self.metrics, key=lambda row: row["val_loss"])["epoch"]
+    def path(self) -> Path:
+        return self.folder.path
+
+    @property
+    def config(self) -> dict:
+        return self.folder.config
+
+    @property
+    def metrics(self) -> list[dict]:
+        return self.folder.metrics
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.folder.best_epoch
+
+
+def load_run(path: str | Path, checkpoint: str = "best") -> Run:
+    """A run folder's config, metrics and model (best-validation weights by default, eval mode)."""
+    folder = RunFolder.open(path)
+    return Run(folder, folder.load_model(checkpoint))
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The metrics.csv rows of the run in `path`."""
+    return RunFolder.open(path).metrics
 
 
 def code_revision() -> str | None:
@@ -94,76 +494,20 @@ def code_revision() -> str | None:
     return out.stdout.strip() or None
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)` and rename the result onto `path`, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
-
-
-def read_config(path: Path) -> dict | None:
-    file = Path(path) / "config.json"
-    return json.loads(file.read_text()) if file.exists() else None
-
-
-def check_same_run(path: Path, config: RunConfig) -> None:
-    """Refuse to resume or skip a folder that holds a run of another configuration."""
-    existing = read_config(path)
-    if existing is None:
-        return
-    wanted = json.loads(json.dumps(config.identity()))
-    differing = sorted(k for k in wanted if existing.get(k) != wanted[k])
-    if differing:
-        details = "; ".join(f"{k}: folder has {existing.get(k)!r}, asked {wanted[k]!r}" for k in differing)
-        raise RunConfigError(f"run folder {path} holds a run with another configuration ({details}). "
-                             f"Use another --study or --name, or --force to retrain it from scratch.")
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    file = Path(path) / "metrics.csv"
-    if not file.exists():
-        return []
-    with file.open(newline="") as f:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def load_run(path: str | Path, checkpoint: str = "best") -> Run:
-    """A run folder's config, metrics and model (best-validation weights by default, eval mode)."""
-    path = Path(path)
-    config = read_config(path)
-    if config is None:
-        raise FileNotFoundError(f"{path} is not a run folder (no config.json); train it with train-heads")
-    return Run(path, config, read_metrics(path), TwoTower.from_run(path, checkpoint))
-
-
 def parse_seeds(text: str) -> list[int]:
-    """`0-4` → [0, 1, 2, 3, 4]; `0,2,7` and `0-2,9` work too."""
+    """`0-4` → [0, 1, 2, 3, 4]; `0,2,7` and `0-2,9` work too. A descending range or no seed is an error."""
     seeds: list[int] = []
     for part in filter(None, text.replace(" ", ",").split(",")):
         low, _, high = part.partition("-")
         try:
-            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+            low_n, high_n = int(low), int(high) if high else int(low)
         except ValueError:
             raise RunConfigError(f"seed {part!r} is not a number or a range like 0-4") from None
+        if high_n < low_n:
+            raise RunConfigError(f"seed range {part!r} is empty: write it low-high, e.g. {high_n}-{low_n}")
+        seeds += list(range(low_n, high_n + 1))
+    if not seeds:
+        raise RunConfigError("no seeds given: write them like 0-4, 0,3 or 0 1 2")
     return seeds
 
 

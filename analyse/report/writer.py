@@ -196,9 +196,8 @@ def plot_training_curves(runs, path: Path) -> Path | None:
     """Validation loss and familiar accuracy per epoch, one line per run, coloured by training set."""
     frames = []
     for run in runs:
-        metrics = run.path / "metrics.csv"
-        if metrics.exists():
-            m = pd.read_csv(metrics)
+        m = run.metrics_frame()
+        if len(m):
             m["model"], m["seed"] = run.train_langs.upper() + f" w{run.width}", run.seed
             frames.append(m)
     if not frames:
@@ -237,12 +236,8 @@ def section_provenance(runs) -> str:
     rows = []
     for run in runs:
         c = run.config
-        metrics = run.path / "metrics.csv"
-        best = "–"
-        if metrics.exists():
-            m = pd.read_csv(metrics)
-            if len(m):
-                best = f"{len(m)} ({int(m.loc[m['val_loss'].idxmin(), 'epoch'])})"
+        epochs = len(run.metrics)
+        best = f"{epochs} ({run.best_epoch})" if epochs else "–"
         provs = list((c.get("provenance") or {}).values())
         hashes = sorted({str(p.get("corpus_hash", ""))[:12] for p in provs}) or ["–"]
         stores = [p.name for ps in run.audio_stores.values() for p in ps] + [p.name for p in run.image_store]

@@ -1,5 +1,7 @@
 """`train-heads` end to end on tiny stores in the default cache folder."""
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from click.testing import CliRunner
 
 from cache import layout
 from train.cli import train_heads
-from train.runs import parse_seeds
+from train.runs import RunConfigError, parse_seeds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import write_tiny_cache  # noqa: E402
@@ -65,3 +67,95 @@ def test_clear_errors(vgsme_home):
 def test_parse_seeds():
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("0,3,5-6") == [0, 3, 5, 6]
+
+
+TINY = ["--epochs", "1", "--width", "64", "--batch-size", "16", "--device", "cpu"]
+
+
+def test_equals_forms_name_the_same_run_and_accuracy_prints_as_percent(vgsme_home):
+    write_tiny_cache(layout.cache_dir("demo"))
+    result = invoke("--langs=en", "fr", *TINY)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"familiar acc \d+\.\d %; last acc \d+\.\d %", result.output), result.output
+    run_dir = vgsme_home / "runs" / "main" / "en+fr-w64-s0"
+    stamp = (run_dir / "state.pt").stat().st_mtime_ns
+    assert invoke("--langs=en,fr", *TINY).exit_code == 0
+    assert (run_dir / "state.pt").stat().st_mtime_ns == stamp  # the same run: complete, not retrained
+
+
+def test_option_errors_are_one_clean_line(vgsme_home):
+    write_tiny_cache(layout.cache_dir("demo"))
+    for args, expected in [(["--seeds", "3-1"], "seed range '3-1' is empty"),
+                           (["--seeds", ","], "no seeds"),
+                           (["--audio-store", "de=x.h5"], "no run trains on 'de'"),
+                           (["--audio-store", "en"], "LANG=PATH"),
+                           (["--widths", "100"], "multiple of 64"),
+                           (["--exclude-concepts", "nautilus", "dog"], "--exclude-concepts nautilus: no such concept")]:
+        result = CliRunner().invoke(train_heads, ["--langs", "en", *TINY, "--quiet", *args])
+        assert result.exit_code == 1 and expected in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (vgsme_home / "runs").exists()  # refused before any run folder was made
+
+
+def test_help_explains_every_option():
+    text = CliRunner().invoke(train_heads, ["-h"]).output
+    for option in ("--exclude-concepts", "--device", "--precision", "--quiet", "--verbose", "--force", "--audio-store"):
+        assert option in text
+
+
+def test_exclude_concepts_recorded_sorted(vgsme_home):
+    write_tiny_cache(layout.cache_dir("demo"))
+    result = invoke("--langs", "en", *TINY, "--exclude-concepts", "dog,cow", "ball")
+    assert result.exit_code == 0, result.output
+    config = json.loads((vgsme_home / "runs" / "main" / "en-w64-s0" / "config.json").read_text())
+    assert config["exclude_concepts"] == ["ball", "cow", "dog"]
+    assert not {"cow", "dog"} & set(config["vocabulary"])
+
+
+def test_nan_loss_fails_cleanly_then_other_options_replace_the_run(vgsme_home):
+    write_tiny_cache(layout.cache_dir("demo"))
+    run_dir = vgsme_home / "runs" / "main" / "en-w64-s0"
+    outputs = []
+    for _ in range(2):  # a rerun with the same options fails the same way
+        result = invoke("--langs", "en", *TINY, "--lr", "1e6")
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        outputs.append(result.output)
+        assert "en-w64-s0" in result.output and re.search(r"loss became nan at epoch 1, step \d+", result.output)
+        assert "--lr" in result.output and "--precision fp32" in result.output and "cache verify" in result.output
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["status"] == "failed" and "nan" in config["failure"]
+        assert not (run_dir / "state.pt").exists()  # the diverged epoch was not committed
+    assert outputs[0] == outputs[1]
+    result = invoke("--langs", "en", *TINY, "--lr", "1e-3")  # other options: no --force needed
+    assert result.exit_code == 0, result.output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["status"] == "complete" and config["lr_max"] == 1e-3 and "failure" not in config
+
+
+def test_a_file_where_the_runs_folder_must_be_is_a_clean_error(vgsme_home, tmp_path):
+    write_tiny_cache(layout.cache_dir("demo"))
+    (tmp_path / "a-file").write_text("")  # the read-only case's class of fault, testable as root too
+    result = invoke("--langs", "en", *TINY, "--out", str(tmp_path / "a-file" / "runs"))
+    assert result.exit_code == 1 and "cannot write" in result.output and "is a file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_read_only_runs_root_is_a_clean_error(vgsme_home, tmp_path):
+    write_tiny_cache(layout.cache_dir("demo"))
+    root = tmp_path / "locked"
+    root.mkdir()
+    root.chmod(0o500)
+    try:
+        if os.access(root, os.W_OK):
+            pytest.skip("running as root: chmod does not stop writes")
+        result = invoke("--langs", "en", *TINY, "--out", str(root))
+        assert result.exit_code == 1 and "cannot write" in result.output and "writable" in result.output
+        assert "Traceback" not in result.output and list(root.iterdir()) == []
+    finally:
+        root.chmod(0o700)
+
+
+def test_parse_seeds_refuses_empty_ranges():
+    with pytest.raises(RunConfigError, match="empty"):
+        parse_seeds("3-1")
+    assert parse_seeds("2-2") == [2]
