@@ -168,11 +168,12 @@ def table(targets, study, out):
 @_runs_options
 @_out_option
 @click.option("--test", "test_name", type=click.Choice(TESTS), default="me", show_default=True, help="Which test to compare on.")
-@click.option("--resamples", default=9999, show_default=True, help="Permutations per test.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstrap.")
+@click.option("--resamples", default=9999, show_default=True,
+              help="Resamples per test: draws of the hierarchical bootstrap (headline) and of the trial-level permutation test.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstraps.")
 @_errors_as_click
 def compare(targets, study, out, test_name, resamples, seed):
-    """Each bilingual model vs the monolingual model of its test language: paired permutation tests."""
+    """Each bilingual model vs the monolingual model of its test language: a seeds-and-trials bootstrap, permutation tests."""
     from analyse.compare import study_compare
 
     runs, name = _resolve(targets, study)
