@@ -168,7 +168,7 @@ def table(targets, study, out):
 @_runs_options
 @_out_option
 @click.option("--test", "test_name", type=click.Choice(TESTS), default="me", show_default=True, help="Which test to compare on.")
-@click.option("--resamples", default=9999, show_default=True,
+@click.option("--resamples", default=9999, show_default=True, type=click.IntRange(min=1),
               help="Resamples per test: draws of the hierarchical bootstrap (headline) and of the trial-level permutation test.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstraps.")
 @_errors_as_click
