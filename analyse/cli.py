@@ -167,12 +167,15 @@ def table(targets, study, out, progress):
 @_runs_options
 @_out_option
 @click.option("--test", "test_name", type=click.Choice(TESTS), default="me", show_default=True, help="Which test to compare on.")
-@click.option("--resamples", default=9999, show_default=True, help="Permutations per test.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstrap.")
+@click.option("--resamples", default=9999, show_default=True, type=click.IntRange(min=1),
+              help="Resamples per test: draws of the hierarchical bootstrap (headline) and of the trial-level "
+              "permutation test.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the permutations and bootstraps.")
 @verbosity_options
 @user_errors
 def compare(targets, study, out, test_name, resamples, seed, progress):
-    """Each bilingual model vs the monolingual model of its test language: paired permutation tests."""
+    """Each bilingual model vs the monolingual model of its test language: a seeds-and-trials bootstrap
+    (headline) and a trial-level permutation test."""
     from analyse.compare import CompareOptions
     from analyse.pipeline import compare_study
 

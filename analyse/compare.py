@@ -1,18 +1,21 @@
-"""Bilingual versus monolingual models on identical test trials: paired permutation tests.
+"""Bilingual versus monolingual models on identical test trials: a test that counts seeds, and paired permutation tests.
 
 For a test language L and width W, the monolingual model (L) and a bilingual model (L + P) answered the
-same episodes (drawn once per language). Per trial t we average correctness over each model's seeds and
-take the difference d_t = bilingual - monolingual. The primary test is a sign-flip permutation test on
-the mean of d_t (as scipy.stats.permutation_test with permutation_type="samples"): under the null hypothesis
-that the two models are exchangeable on every trial, each d_t is as likely to have either sign. It
-uses the pairing (each trial is its own control, so item difficulty cancels), needs no distributional
-assumption for 0/1 outcomes, and is exact up to Monte-Carlo error. Its inference is about these trained
-models on the population of trials; training-seed variation enters only through the seed averaging.
-So each comparison also reports a seed-level exact permutation test on the per-seed accuracies
-(training runs as the unit), which generalises over seeds but has little power with few seeds.
-p-values are two-sided; the family of comparisons in one call is corrected with Holm's method
-(family-wise error) and with Benjamini-Hochberg (false discovery rate). The paper's expected direction
-is a weaker ME bias in bilingual models: d < 0.
+same episodes (drawn once per language), each with several training seeds. The headline test is the
+hierarchical bootstrap of analyse.stats (seeds of each model and the shared trials resampled with
+replacement): its p-value (`p_hier`) and interval describe training runs like these on trials like
+these, which is the claim about bilingualism; Holm's correction over the family of comparisons in one
+call (`p_holm`, family-wise error) decides `significant`, and Benjamini-Hochberg gives `q_bh` (false
+discovery rate), both on `p_hier`.
+
+Two secondary tests stay beside it. The trial-level test (`p_value`): per trial t, average correctness
+over each model's seeds and take d_t = bilingual - monolingual; a sign-flip permutation test on the mean
+of d_t (as scipy.stats.permutation_test with permutation_type="samples"). It uses the pairing and needs
+no distributional assumption for 0/1 outcomes, but treats the trained models as fixed: training-seed
+variation enters only through the seed averaging, so it answers "do these trained models differ?".
+The seed-level test (`p_seed_level`): an exact permutation test on the per-seed accuracies (training
+runs as the unit), which has little power with few seeds. p-values are two-sided. The paper's expected
+direction is a weaker ME bias in bilingual models: d < 0.
 """
 from __future__ import annotations
 
@@ -22,11 +25,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analyse.stats import hierarchical_bootstrap
+
 COMPARE_COLUMNS = [
     "test", "test_lang", "width", "bilingual", "monolingual", "n_trials", "n_seeds_bilingual", "n_seeds_monolingual",
     "bilingual_acc", "monolingual_acc", "diff_pp", "ci_low_pp", "ci_high_pp", "direction", "expected_direction",
-    "p_value", "p_holm", "q_bh", "significant", "p_seed_level",
+    "p_value", "p_holm", "q_bh", "significant", "p_seed_level", "p_hier", "ci_low_hier", "ci_high_hier", "decision",
 ]
+_FAMILY_COLUMNS = ("p_holm", "q_bh", "significant", "decision")  # need every comparison of the call
 
 
 class CompareError(ValueError):
@@ -35,7 +41,11 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class CompareOptions:
-    """Resampling sizes and the seed that makes p-values and intervals reproducible."""
+    """Resampling sizes and the seed that makes p-values and intervals reproducible.
+
+    `n_resamples` is the size of both the trial-level permutation test and the hierarchical bootstrap;
+    `n_bootstrap` that of the trial-level interval (`ci_low_pp`, `ci_high_pp`).
+    """
 
     n_resamples: int = 9999
     n_bootstrap: int = 2000
@@ -96,25 +106,41 @@ def seed_level_test(acc_a: np.ndarray, acc_b: np.ndarray, rng: np.random.Generat
     return float(result.pvalue)
 
 
-def holm(p: np.ndarray) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaNs stay NaN and do not count in the family)."""
+def _over_family(p: np.ndarray, adjust) -> np.ndarray:
+    """`adjust` applied to the non-NaN p-values only: a comparison that was not tested is not in the family."""
     p = np.asarray(p, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    values = p[ok]
+    if ok.any():
+        out[ok] = adjust(p[ok])
+    return out
+
+
+def _holm_values(values: np.ndarray) -> np.ndarray:
     m = len(values)
-    if m == 0:
-        return out
     order = np.argsort(values)
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * values[order]))
     back = np.empty(m)
     back[order] = adjusted
-    out[ok] = back
-    return out
+    return back
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaNs stay NaN and do not count in the family)."""
+    return _over_family(p, _holm_values)
+
+
+def bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (scipy's; NaNs stay NaN and do not count in the family)."""
+    return _over_family(p, lambda values: stats.false_discovery_control(values, method="bh"))
 
 
 def compare_pair(bi: pd.DataFrame, mono: pd.DataFrame, options: CompareOptions, rng: np.random.Generator) -> dict:
-    """One comparison: effect (percentage points, 95 % paired bootstrap CI over trials), p-values."""
+    """One comparison: effect (percentage points, 95 % paired bootstrap CI over trials), p-values.
+
+    The hierarchical columns are NaN when a model has a single seed: nothing then says how much another
+    training run would differ, and such a comparison is reported as not tested instead of guessed.
+    """
     c_bi, trials_bi = trial_matrix(bi)
     c_mono, trials_mono = trial_matrix(mono)
     if not trials_bi.equals(trials_mono):
@@ -127,7 +153,7 @@ def compare_pair(bi: pd.DataFrame, mono: pd.DataFrame, options: CompareOptions, 
         boot = stats.bootstrap((diff,), np.mean, n_resamples=options.n_bootstrap, method="percentile",
                                vectorized=True, random_state=rng)
         ci = (100.0 * boot.confidence_interval.low, 100.0 * boot.confidence_interval.high)
-    return {
+    result = {
         "n_trials": len(diff),
         "n_seeds_bilingual": len(c_bi),
         "n_seeds_monolingual": len(c_mono),
@@ -141,6 +167,20 @@ def compare_pair(bi: pd.DataFrame, mono: pd.DataFrame, options: CompareOptions, 
         "p_value": sign_flip_test(diff, options.n_resamples, rng),
         "p_seed_level": seed_level_test(100 * c_bi.mean(axis=1), 100 * c_mono.mean(axis=1), rng),
     }
+    if min(len(c_bi), len(c_mono)) >= 2:
+        hier = hierarchical_bootstrap(c_bi, c_mono, rng, n_resamples=options.n_resamples, confidence=1 - options.alpha)
+        return {**result, "p_hier": hier.p_value, "ci_low_hier": 100.0 * hier.ci_low, "ci_high_hier": 100.0 * hier.ci_high}
+    return {**result, "p_hier": float("nan"), "ci_low_hier": float("nan"), "ci_high_hier": float("nan")}
+
+
+def decision(diff_pp: float, p_hier: float, significant: bool) -> str:
+    """The row's verdict in words, on the headline test: direction, and whether Holm's correction keeps it."""
+    if np.isnan(p_hier):
+        return "not tested (a model has 1 seed)"
+    if diff_pp == 0:
+        return "equal"
+    word = "lower" if diff_pp < 0 else "higher"
+    return f"{word}, significant" if significant else f"{word}, not significant"
 
 
 def compare_models(predictions: pd.DataFrame, test: str = "me", options: CompareOptions = CompareOptions()) -> pd.DataFrame:
@@ -161,21 +201,23 @@ def compare_models(predictions: pd.DataFrame, test: str = "me", options: Compare
         for train_langs in sorted(bilinguals):
             result = compare_pair(group[group["train_langs"] == train_langs], mono, options, rng)
             rows.append({"test": test, "test_lang": lang, "width": int(width), "bilingual": train_langs, "monolingual": lang, **result})
-    out = pd.DataFrame(rows, columns=[c for c in COMPARE_COLUMNS if c not in ("p_holm", "q_bh", "significant")] )
+    out = pd.DataFrame(rows, columns=[c for c in COMPARE_COLUMNS if c not in _FAMILY_COLUMNS])
     if out.empty:
         return pd.DataFrame(columns=COMPARE_COLUMNS)
-    out["p_holm"] = holm(out["p_value"].to_numpy())
-    out["q_bh"] = stats.false_discovery_control(out["p_value"].to_numpy(), method="bh")
-    out["significant"] = out["p_holm"] < options.alpha
+    p_hier = out["p_hier"].to_numpy(dtype=float)
+    out["p_holm"] = holm(p_hier)
+    out["q_bh"] = bh(p_hier)
+    out["significant"] = out["p_holm"] < options.alpha  # NaN (not tested) compares False
+    out["decision"] = [decision(d, p, s) for d, p, s in zip(out["diff_pp"], p_hier, out["significant"])]
     return out[COMPARE_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def study_compare(runs, out_dir, test: str = "me", options: CompareOptions = CompareOptions()) -> dict:
     """comparisons.csv (or comparisons-familiar.csv) from the runs' predictions.csv files."""
-    from analyse.study import write_csv
     from analyse.tests import collect
+    from cache.atomic import write_csv
 
     table = compare_models(collect(runs, "predictions.csv"), test=test, options=options)
     name = "comparisons.csv" if test == "me" else f"comparisons-{test}.csv"
-    return {"comparisons": write_csv(table, out_dir / name)}
+    return {"comparisons": write_csv(out_dir / name, table)}

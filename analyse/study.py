@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cache import atomic
 from cache.store import FeatureStore, open_store as open_feature_store
 from cache.layout import runs_dir
 from train.runs import RunFolder
@@ -135,13 +134,3 @@ def items_frame(store: FeatureStore, modality: str) -> pd.DataFrame:
 def episodes_dir(run: RunFolder) -> Path:
     """Episodes live beside the stores they were drawn from: `cache/<corpus>/episodes/`."""
     return run.image_store[0].parent / "episodes"
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a CSV atomically (`cache.atomic.write_csv`), so a reader never sees half a table."""
-    return atomic.write_csv(path, frame)
-
-
-def write_text(text: str, path: Path) -> Path:
-    """Atomic text write (JSON, Markdown, LaTeX, HTML) through `cache.atomic`."""
-    return atomic.write_text(path, text)

@@ -89,15 +89,13 @@ def section_compare(out_dir: Path) -> str:
     if data.empty:
         return '<p class="note">No comparison possible: the study needs a monolingual run and a bilingual run sharing its language and width.</p>'
     header = ["Test", "Width", "Bilingual model", "Bi ME (%)", "Mono ME (%)", "Δ pp [95 % CI]", "p", "p Holm",
-              "q BH", "Bilingual ME", "p seed-level"]
-
-    def result(r) -> str:
-        word = "lower" if r.diff_pp < 0 else ("higher" if r.diff_pp > 0 else "equal")
-        return f"{word}, significant" if r.significant else word
+              "q BH", "Bilingual ME", "p trial-level", "p seed-level"]
 
     rows = [[r.test_lang.upper(), str(r.width), r.bilingual.upper().replace("+", ", "),
-             _fmt(r.bilingual_acc), _fmt(r.monolingual_acc), f"{r.diff_pp:+.1f} [{r.ci_low_pp:+.1f}, {r.ci_high_pp:+.1f}]",
-             _fmt_p(r.p_value), _fmt_p(r.p_holm), _fmt_p(r.q_bh), result(r), _fmt_p(r.p_seed_level)] for r in data.itertuples()]
+             _fmt(r.bilingual_acc), _fmt(r.monolingual_acc),
+             f"{r.diff_pp:+.1f} [{r.ci_low_hier:+.1f}, {r.ci_high_hier:+.1f}]" if not np.isnan(r.ci_low_hier) else f"{r.diff_pp:+.1f}",
+             _fmt_p(r.p_hier), _fmt_p(r.p_holm), _fmt_p(r.q_bh), r.decision, _fmt_p(r.p_value), _fmt_p(r.p_seed_level)]
+            for r in data.itertuples()]
     lower, sig = data["expected_direction"].astype(bool), data["significant"].astype(bool)
     higher = data["diff_pp"] > 0
     summary = (f"<p>{len(data)} comparisons of a bilingual model with the monolingual model of its test language "
@@ -105,14 +103,16 @@ def section_compare(out_dir: Path) -> str:
                f"lower but not significant in <strong>{int((lower & ~sig).sum())}</strong>, higher but not significant in "
                f"{int((higher & ~sig).sum())}, higher and significant in {int((higher & sig).sum())}. "
                "The paper's expectation is lower (a weaker ME bias in bilinguals).</p>")
-    note = ('<p class="note">Test: two-sided sign-flip permutation test over the shared ME trials on the per-trial '
-            "difference of seed-averaged correctness (bilingual − monolingual); Δ is that mean difference in percentage "
-            "points with a 95 % paired bootstrap interval over trials. Holm's correction controls the family-wise error "
-            "over the rows of this table; q (BH) is the Benjamini–Hochberg false discovery rate. The seed-level column "
-            "is an exact permutation test on per-seed accuracies, which counts training runs as the unit (low power with "
+    note = ('<p class="note">Test: two-sided hierarchical bootstrap over the shared ME trials that resamples both each '
+            "model's training seeds and the trials, so it counts how much another set of training runs would differ; "
+            "Δ is the mean difference bilingual − monolingual in percentage points with that bootstrap's 95 % interval "
+            "(none with a single seed: not tested). Holm's correction controls the family-wise error "
+            "over the rows of this table; q (BH) is the Benjamini–Hochberg false discovery rate. The trial-level column "
+            "is a sign-flip permutation test over trials that treats the trained models as fixed; the seed-level column "
+            "is an exact permutation test on per-seed accuracies (low power with "
             "few seeds). See docs/analyses.md. File: <code>comparisons.csv</code>.</p>")
     classes = ["sig" if s else "" for s in data["significant"]]
-    return summary + _table(header, rows, numeric={1, 3, 4, 5, 6, 7, 8, 10}, row_classes=classes) + note
+    return summary + _table(header, rows, numeric={1, 3, 4, 5, 6, 7, 8, 10, 11}, row_classes=classes) + note
 
 
 def section_variance(out_dir: Path) -> str:

@@ -93,3 +93,43 @@ def test_sign_flip_test_agrees_with_scipy_exact_permutation():
     ours = sign_flip_test(diff, 40_000, np.random.default_rng(0))
     assert 0.005 < exact < 0.2
     assert ours == pytest.approx(exact, abs=0.005)
+
+
+def test_headline_decision_counts_seeds_and_keeps_the_trial_level_test_beside_it():
+    # Monolingual seeds at 70 % and 62 %, bilingual seeds at 64 % and 60 %: a 4-point drop on the trials, but the
+    # monolingual seeds alone are 8 points apart, so another pair of training runs could well reverse it.
+    # One uniform per trial for every seed: the easiest trials are right for every model (a strong pairing).
+    u = np.random.default_rng(5).random(950)
+
+    def seed(acc):
+        return (u < acc).astype(int)
+
+    out = compare_models(predictions(np.vstack([seed(0.70), seed(0.62)]), np.vstack([seed(0.64), seed(0.60)])),
+                         options=CompareOptions(n_resamples=2000, n_bootstrap=500))
+    row = out.iloc[0]
+    assert list(out.columns[:20]) == ["test", "test_lang", "width", "bilingual", "monolingual", "n_trials",
+                                      "n_seeds_bilingual", "n_seeds_monolingual", "bilingual_acc", "monolingual_acc",
+                                      "diff_pp", "ci_low_pp", "ci_high_pp", "direction", "expected_direction", "p_value",
+                                      "p_holm", "q_bh", "significant", "p_seed_level"]
+    assert row["p_value"] < 0.01  # the trial-level test treats the four trained models as fixed
+    assert row["p_hier"] > 0.05 and not row["significant"] and row["decision"] == "lower, not significant"
+    assert row["ci_low_hier"] < 0 < row["ci_high_hier"]
+    assert row["ci_high_hier"] - row["ci_low_hier"] > row["ci_high_pp"] - row["ci_low_pp"]
+    assert row["p_holm"] == pytest.approx(row["p_hier"]) and row["q_bh"] == pytest.approx(row["p_hier"])  # family of one
+
+
+def test_holm_over_the_headline_test_decides_and_a_single_seed_is_not_tested():
+    rng = np.random.default_rng(6)
+    base = (rng.random((2, 950)) < 0.7).astype(int)
+    drop = base.copy()
+    drop[:, rng.choice(950, size=120, replace=False)] = 0
+    clear = predictions(base, drop, width=64)
+    single = predictions(base[:1], drop[:1], width=128)
+    out = compare_models(pd.concat([clear, single]), options=CompareOptions(n_resamples=2000, n_bootstrap=200))
+    wide, narrow = out.set_index("width").loc[128], out.set_index("width").loc[64]
+    assert narrow["p_hier"] < 0.01 and narrow["significant"] and narrow["decision"] == "lower, significant"
+    assert narrow["ci_high_hier"] < 0
+    assert np.isnan(wide["p_hier"]) and np.isnan(wide["p_holm"]) and np.isnan(wide["ci_low_hier"])
+    assert not wide["significant"] and wide["decision"] == "not tested (a model has 1 seed)"
+    assert wide["p_value"] < 0.001  # the trial-level column is still there for these trained models
+    assert narrow["p_holm"] == pytest.approx(narrow["p_hier"])  # the untested row is outside the family
