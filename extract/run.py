@@ -133,6 +133,7 @@ def provenance_for(
         modality=modality,
         lang=lang if modality == "audio" else None,
         preprocessing=preprocessing,
+        precision=encoder.precision,
         corpus=corpus.name,
         corpus_hash=corpus.manifest_hash(modality, lang if modality == "audio" else None),
         package_version=package_version(),
