@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from cache.hardware import Precision, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
 
 Modality = Literal["audio", "image"]
 SAMPLE_RATE = 16_000
@@ -66,9 +69,9 @@ class Encoder(Protocol):
         ...
 
 
-# Measured with bench/extract_speed.py on an AMX CPU (docs/extraction.md): bf16 autocast ran
-# EfficientNet-Lite0 1.5-2.7x faster, but moved its features by ~6 % (relative L2), 300x what the float16
-# store's own rounding costs. Features are extracted once and reused by every run, so on a CPU `auto`
+# Measured with bench/extract_speed.py on an AMX CPU (docs/extraction.md, "Precision"): bf16 autocast ran
+# EfficientNet-Lite0 about 2x faster but moved its features by 20 % (relative L2), a thousand times what the
+# float16 store's own rounding costs. Features are extracted once and reused by every run, so on a CPU `auto`
 # keeps fp32; --precision bf16 still asks for the fast path explicitly. CUDA follows the project's rule.
 CPU_AUTO_PRECISION = "fp32"
 
@@ -91,7 +94,9 @@ def resolve_compute(device: str, precision: str) -> Compute:
     """``device``: auto|cpu|cuda[:N]; ``precision``: auto|bf16|fp16|fp32 (``auto`` = fp32 on a CPU, see
     :data:`CPU_AUTO_PRECISION`). Impossible requests raise ``cache.hardware.HardwareError`` (a ValueError)."""
     name = resolve_device(device)
-    return Compute(torch.device(name), resolve_precision(precision, name, auto_on_cpu=CPU_AUTO_PRECISION))
+    resolved = resolve_precision(precision, name, auto_on_cpu=CPU_AUTO_PRECISION)
+    log.info("encoder on %s, precision %s", name, resolved.reason)
+    return Compute(torch.device(name), resolved)
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:
