@@ -194,8 +194,11 @@ def encoder_failure(item: Item, encoder: Encoder, error: Exception) -> MediaErro
 
 
 def bad_features(item: Item, features: np.ndarray) -> MediaError | None:
-    """Features the float16 store cannot hold faithfully (NaN/Inf, or beyond ±65504) make the item bad."""
+    """Features the store cannot hold faithfully make the item bad: no frames, NaN/Inf, or beyond float16's ±65504."""
     features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0:
+        return MediaError(item.id, item.path, f"encoder produced no frames (features of shape {features.shape})",
+                          "check the item's segment, or rerun with --skip-bad to leave it out")
     if not np.isfinite(features).all():
         return MediaError(item.id, item.path, "encoder produced NaN/Inf",
                           "check the encoder (its weights, --precision) or rerun with --skip-bad to leave it out")
@@ -224,9 +227,7 @@ def encode_batch(encoder: Encoder, batch: Sequence[tuple[Item, Any]]) -> list[tu
             encoded = encoder.encode([data for _, data in remaining])
         except Exception as error:
             if _is_out_of_memory(error):
-                raise ExtractionError(
-                    f"out of memory encoding a batch of {len(remaining)} items with {encoder.name} (first: "
-                    f"{remaining[0][0].id!r}); rerun with a smaller --batch-size (a rerun resumes)") from error
+                raise out_of_memory(encoder, remaining, error) from error
             if len(remaining) == 1:
                 bad[remaining[0][0].id] = encoder_failure(remaining[0][0], encoder, error)
                 break
@@ -236,24 +237,35 @@ def encode_batch(encoder: Encoder, batch: Sequence[tuple[Item, Any]]) -> list[tu
                     singles[item.id] = encoder.encode([data])[0]
                 except Exception as single_error:
                     if _is_out_of_memory(single_error):
-                        raise
+                        raise out_of_memory(encoder, [(item, data)], single_error) from single_error
                     bad[item.id] = encoder_failure(item, encoder, single_error)
-            if not any(item.id in bad for item, _ in remaining):
-                features.update(singles)
+            if len(singles) == len(remaining):  # it fails only as a batch: keep the one-at-a-time features
+                for item, _ in remaining:
+                    if (problem := bad_features(item, singles[item.id])) is not None:
+                        bad[item.id] = problem
+                    else:
+                        features[item.id] = singles[item.id]
                 break
-            encoded, remaining = None, [(item, data) for item, data in remaining if item.id not in bad]
+            remaining = [(item, data) for item, data in remaining if item.id not in bad]
             continue
-        failing = {item.id: error for (item, _), f in zip(remaining, encoded)
-                   if (error := bad_features(item, f)) is not None}
+        if len(encoded) != len(remaining):  # an encoder bug, not an item's fault: never zip it away
+            raise ExtractionError(f"encoder {encoder.name} returned {len(encoded)} feature arrays for a batch of "
+                                  f"{len(remaining)} items (first: {remaining[0][0].id!r})")
+        failing = {item.id: problem for (item, _), f in zip(remaining, encoded)
+                   if (problem := bad_features(item, f)) is not None}
         if not failing:
             features.update({item.id: f for (item, _), f in zip(remaining, encoded)})
             break
         bad.update(failing)
         remaining = [(item, data) for item, data in remaining if item.id not in failing]
-    for item, _ in batch:  # a batch that failed only as a batch: its one-at-a-time features must be finite too
-        if item.id in features and item.id not in bad and (error := bad_features(item, features[item.id])):
-            bad[item.id] = error
     return [(item, features.get(item.id), bad.get(item.id)) for item, _ in batch]
+
+
+def out_of_memory(encoder: Encoder, batch: Sequence[tuple[Item, Any]], error: BaseException) -> ExtractionError:
+    """Running out of memory is the batch's size, not an item's fault: the run stops, --skip-bad or not."""
+    return ExtractionError(f"out of memory encoding a batch of {len(batch)} item(s) with {encoder.name} (first: "
+                           f"{batch[0][0].id!r}): {' '.join(str(error).split())}; rerun with a smaller --batch-size "
+                           "(a rerun resumes)")
 
 
 def stop_message(errors: Sequence[MediaError], path: Path, committed: int) -> str:

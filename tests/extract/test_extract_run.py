@@ -184,9 +184,13 @@ class Faulty:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if self.fault == "raise" and any(len(w) == self.bad_length for w in batch):
             raise RuntimeError("shape mismatch in attention")
+        if self.fault == "batch-only" and len(batch) > 1 and any(len(w) == self.bad_length for w in batch):
+            raise RuntimeError("fails in company")
         out = self.inner.encode(batch)
         for i, wave in enumerate(batch):
-            if len(wave) == self.bad_length:
+            if len(wave) == self.bad_length and self.fault == "empty":
+                out[i] = out[i][:0]
+            elif len(wave) == self.bad_length and self.fault in ("nan", "huge"):
                 out[i] = np.full_like(out[i], np.nan if self.fault == "nan" else 1e5)
         return out
 
@@ -202,6 +206,7 @@ def one_item(corpus, lang="en"):
     ("raise", "encoder tiny-wavlm failed on it (RuntimeError: shape mismatch in attention)"),
     ("nan", "encoder produced NaN/Inf"),
     ("huge", "encoder produced values beyond float16's range (max |x| = 1e+05 > 65504)"),
+    ("empty", "encoder produced no frames (features of shape (0, 32))"),
 ])
 def test_an_item_the_encoder_fails_on_is_named_or_skipped(corpus_root, wavlm, tmp_path, fault, reason):
     corpus = load_corpus(corpus_root)
@@ -227,9 +232,20 @@ def test_an_item_the_encoder_fails_on_is_named_or_skipped(corpus_root, wavlm, tm
             np.testing.assert_array_equal(features[k, : lengths[k]], want.astype(np.float16))
 
 
+def test_a_batch_that_fails_only_as_a_batch_keeps_every_item(corpus_root, wavlm, tmp_path):
+    corpus = load_corpus(corpus_root)
+    item, length = one_item(corpus)
+    path = extract_store(corpus, "audio", "en", Faulty(wavlm, length, "batch-only"), tmp_path, batch_size=4,
+                         progress=False)
+    with open_store(path) as store:
+        assert len(store.skipped) == 0 and len(store) == len(corpus.audio_of("en"))
+        features, n = store.read(store.items.index_of([item.id]))
+        np.testing.assert_array_equal(features[0, : n[0]], wavlm.encode([read_segment(item)])[0].astype(np.float16))
+
+
 def test_out_of_memory_stops_even_with_skip_bad(corpus_root, wavlm, tmp_path):
     corpus = load_corpus(corpus_root)
-    with pytest.raises(ExtractionError, match=r"out of memory encoding a batch of 4 items .*smaller --batch-size"):
+    with pytest.raises(ExtractionError, match=r"out of memory encoding a batch of 4 item\(s\) .*smaller --batch-size"):
         extract_store(corpus, "audio", "en", Faulty(wavlm, 0, "oom"), tmp_path, batch_size=4, skip_bad=True,
                       progress=False)
 

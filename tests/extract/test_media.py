@@ -137,6 +137,20 @@ def test_non_audio_bytes_named_wav(tmp_path):
         read_segment(audio_item(tmp_path / "picture.wav"))
 
 
+def test_a_header_sample_rate_of_zero_is_unreadable_not_a_crash(tmp_path):
+    ramp_wav(tmp_path / "u.wav", subtype="PCM_16")
+    data = bytearray((tmp_path / "u.wav").read_bytes())
+    data[24:28] = struct.pack("<I", 0)  # the fmt chunk's sample rate
+    (tmp_path / "u.wav").write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"item 'w1' .*u.wav\): unreadable audio: "):
+        read_segment(audio_item(tmp_path / "u.wav"))
+
+
+def test_8_khz_is_upsampled_not_refused(tmp_path):
+    ramp_wav(tmp_path / "lo.wav", rate=8000, seconds=0.5)
+    assert abs(len(read_segment(audio_item(tmp_path / "lo.wav"))) - 8000) <= 1
+
+
 def test_segment_starting_past_the_end(tmp_path):
     ramp_wav(tmp_path / "u.wav")
     for start, end in ((1.5, None), (1.0, None)):
