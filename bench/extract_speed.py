@@ -23,7 +23,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from cache.hardware import PRECISIONS, machine_record  # noqa: E402
 from extract.corpus import Corpus, load_corpus, resolve_corpus  # noqa: E402
