@@ -31,6 +31,10 @@ _FIXES = {
 }
 
 
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) and put back at once
+os.umask(_UMASK)
+
+
 def output_error(path: Path, error: OSError) -> OutputError:
     """The `OutputError` for an `OSError` met while writing `path`."""
     fix = _FIXES.get(error.errno, "check the output folder")
@@ -58,6 +62,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     make_dirs(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a result gets the mode open() would give
         os.close(fd)
     except OSError as error:
         raise output_error(path, error) from None

@@ -90,14 +90,19 @@ class Precision:
         return self.name != "fp32"
 
 
-def resolve_precision(requested: str, device: str, warn: bool = True) -> Precision:
+def resolve_precision(requested: str, device: str, warn: bool = True, auto_on_cpu: str | None = None) -> Precision:
     """`auto` → the best native precision of `device`; an explicit one is kept (with a warning when the
-    hardware only emulates it, so a slow run is never a surprise)."""
+    hardware only emulates it, so a slow run is never a surprise).
+
+    `auto_on_cpu` (e.g. "fp32") is what `auto` means on a CPU for a caller that has measured a reason to
+    differ from the speed rule (feature extraction keeps fp32 for fidelity); it changes nothing on CUDA."""
     requested = (requested or "auto").lower()
     if requested not in PRECISIONS:
         raise HardwareError(f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
     native = native_precisions(device)
     where = describe_device(device)
+    if requested == "auto" and auto_on_cpu is not None and device_type(device) == "cpu":
+        return Precision(auto_on_cpu, f"auto: {auto_on_cpu} on {where}, the caller's choice for CPUs")
     if requested == "auto":
         name = native[0]
         return Precision(name, f"auto: {name} is the fastest native precision on {where}")

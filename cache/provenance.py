@@ -35,7 +35,8 @@ class Provenance:
     """Everything that decides the bytes of a store's features, plus when and by what it was written.
 
     `preprocessing` holds simple JSON values (sample_rate, resampler, image_size, normalisation, positions,
-    frame_rate, ...); `shard` is (K, N) for the K-th of N shards (1-based) or None for a whole store.
+    frame_rate, ...); `precision` is what the encoder computed in (features made in bf16 differ from fp32
+    ones, so they are never mixed); `shard` is (K, N) for the K-th of N shards (1-based) or None for a whole store.
     """
 
     encoder: str
@@ -51,6 +52,7 @@ class Provenance:
     created: str = field(default_factory=_now)
     shard: tuple[int, int] | None = None
     format_version: int = FORMAT_VERSION
+    precision: str = ""  # the encoder's resolved compute precision (bf16|fp16|fp32); "" = not recorded
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:

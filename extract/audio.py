@@ -13,6 +13,7 @@ import soundfile
 import soxr
 
 from extract.corpus import DURATION_TOLERANCE_S, AudioItem, MediaError
+from extract.wavheader import wav_truncation
 
 # Recorded by the extraction in each store's provenance: features of resampled audio depend on it.
 RESAMPLER = "soxr-hq"
@@ -26,16 +27,22 @@ def read_segment(item: AudioItem, target_sr: int = 16000, min_samples: int = 0) 
     ``min_samples`` is the encoder's shortest input at ``target_sr`` (e.g. 400 samples = one 25 ms
     WavLM frame): a shorter segment would give no frame at all, so it is refused here with the item
     named rather than failing inside a batch. Raises :class:`MediaError` for a missing, unreadable or
-    truncated file, an empty or too-short segment and non-finite samples.
+    truncated file, a segment outside the file, an empty or too-short segment and non-finite samples.
     """
     path = os.fspath(item.path)
     if not os.path.isfile(path):
         raise MediaError(item.id, path, "file not found",
                          "restore the file or correct its path in audio.csv")
+    truncation = wav_truncation(path)  # libsndfile would silently read what is left of a cut WAV
+    if truncation is not None:
+        raise MediaError(item.id, path, str(truncation), "replace the file with a complete copy")
     try:
         with soundfile.SoundFile(path) as f:
             rate, total = f.samplerate, f.frames
             first = 0 if item.start is None else round(item.start * rate)
+            if item.start is not None and first >= total > 0:
+                raise MediaError(item.id, path, f"segment starts at {item.start} s, at or past the end of the "
+                                 f"file's {total / rate:.3f} s", "fix start in audio.csv, or replace the file")
             last = total if item.end is None else round(item.end * rate)
             if last > total:
                 if last > total + DURATION_TOLERANCE_S * rate:

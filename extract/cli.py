@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from cache.clitools import CONTEXT_SETTINGS, Command, split_values, user_errors, verbosity_options
+from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from cache.layout import SUFFIX_FORMAT, cache_dir
+from cache.vocab import MODALITIES
 from extract.corpus import load_corpus, resolve_corpus
 from extract.encoders.registry import (
     DEFAULT_AUDIO_ENCODER,
@@ -47,10 +50,10 @@ def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modalit
     return [("audio", lang) for lang in langs]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=Command, context_settings={**CONTEXT_SETTINGS, "show_default": True})
 @click.option("--lang", "langs", multiple=True, metavar="LANG",
-              help="Extract the audio of this language (repeatable), e.g. --lang fr.")
-@click.option("--modality", type=click.Choice(["audio", "image"]), default=None,
+              help="Extract the audio of these languages (several allowed: --lang en fr, --lang en,fr).")
+@click.option("--modality", type=click.Choice(MODALITIES), default=None,
               help="audio (needs --lang) or image (once for all languages).")
 @click.option("--all", "do_all", is_flag=True, help="Every language of the corpus, then the images.")
 @click.option("--corpus", default="demo",
@@ -68,19 +71,27 @@ def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modalit
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="A store path (.h5/.zarr) when one store is written, or a folder for the stores. "
                    "[default: $VGSME_HOME/cache/<corpus>/]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="Where the encoder runs (auto = CUDA when available).")
+@click.option("--device", default="auto", help=f"Where the encoder runs: {DEVICE_HELP}.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+              help=f"Compute precision of the encoder, recorded in each store (a store made in another precision "
+                   f"is refused as different): {PRECISION_HELP}. For extraction auto keeps fp32 on a CPU: bf16 "
+                   "is faster there but moves the features far more than the float16 store does "
+                   "(docs/extraction.md). whisper-base runs in CTranslate2, which has no bf16 on CPUs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16,
               help="Items per forward pass and per committed batch (audio batches are length-sorted).")
 @click.option("--shard", callback=parse_shard, default=None, metavar="K/N",
               help="Extract only shard K of N (round-robin) into its own store; readers open the N shards as one.")
 @click.option("--skip-bad", is_flag=True,
-              help="Leave out unreadable/empty/too-short items (listed in the store) instead of stopping.")
+              help="Leave out bad items instead of stopping: missing, unreadable, truncated, empty or too-short "
+                   "media, segments outside their file, items the encoder fails on or gives NaN/Inf for. "
+                   "Each is listed with its reason in the store's skipped table.")
 @click.option("--force", is_flag=True,
-              help="Rebuild a store that was made from other inputs (encoder, layer, corpus) instead of refusing.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+              help="Rebuild a store that was made from other inputs (encoder, layer, precision, corpus) instead of "
+                   "refusing.")
+@verbosity_options
+@user_errors
 def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, image_encoder, layer, fmt, out, device,
-                     batch_size, shard, skip_bad, force, quiet) -> None:
+                     precision, batch_size, shard, skip_bad, force, progress) -> None:
     """Run frozen encoders once over a corpus and write float16 feature stores.
 
     \b
@@ -90,9 +101,9 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
     extract-features --lang en --encoder wavlm-base-plus --device cuda   the paper's audio encoder
 
     An interrupted run resumes when rerun with the same options; a complete store that matches is left as is.
+    A bad item stops the run naming it, its file and the reason (or is skipped with --skip-bad).
     Prints the path of each store.
     """
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import transformers
 
@@ -101,23 +112,20 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
         raise click.UsageError("with --all choose encoders with --audio-encoder / --image-encoder")
     if do_all and layer is not None:
         raise click.UsageError("--layer applies to one encoder: extract audio and images separately to use it")
-    try:
-        root = resolve_corpus(corpus)
-        loaded = load_corpus(root, check_media=not skip_bad)
-        jobs = plan_jobs(loaded.languages, tuple(langs), modality, do_all)
-        if out is not None and out.suffix in SUFFIX_FORMAT and len(jobs) > 1:
-            raise click.UsageError(f"--out {out} names one store but {len(jobs)} are to be written: give a folder")
-        target = out if out is not None else cache_dir(loaded.name)
-        encoders = {}
-        for job_modality, lang in jobs:
-            name = encoder or (audio_encoder if job_modality == "audio" else image_encoder)
-            if name not in encoders:
-                encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device)
-            path = extract_store(loaded, job_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
-                                 shard=shard, skip_bad=skip_bad, force=force, progress=not quiet)
-            click.echo(str(path))
-    except ValueError as error:  # every error a user can cause (corpus, encoder, media, store provenance)
-        raise click.ClickException(str(error)) from error
+    root = resolve_corpus(corpus)
+    loaded = load_corpus(root, check_media=not skip_bad)
+    jobs = plan_jobs(loaded.languages, tuple(split_values(langs)), modality, do_all)
+    if out is not None and out.suffix in SUFFIX_FORMAT and len(jobs) > 1:
+        raise click.UsageError(f"--out {out} names one store but {len(jobs)} are to be written: give a folder")
+    target = out if out is not None else cache_dir(loaded.name)
+    encoders = {}
+    for job_modality, lang in jobs:
+        name = encoder or (audio_encoder if job_modality == "audio" else image_encoder)
+        if name not in encoders:
+            encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device, precision=precision)
+        path = extract_store(loaded, job_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
+                             shard=shard, skip_bad=skip_bad, force=force, progress=progress)
+        click.echo(str(path))
 
 
 if __name__ == "__main__":

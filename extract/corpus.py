@@ -32,6 +32,10 @@ from pathlib import Path
 
 import soundfile
 
+from cache.hashing import sha256_file
+from cache.vocab import KINDS, SPLITS
+from extract.wavheader import wav_truncation
+
 CONCEPTS_FILE = "concepts.csv"
 AUDIO_FILE = "audio.csv"
 IMAGES_FILE = "images.csv"
@@ -40,8 +44,6 @@ AUDIO_COLUMNS = ("id", "lang", "concept", "path", "start", "end", "speaker", "so
 IMAGE_COLUMNS = ("id", "concept", "path", "source", "split")
 AUDIO_REQUIRED = ("id", "lang", "concept", "path", "speaker", "source", "split")
 IMAGE_REQUIRED = IMAGE_COLUMNS
-KINDS = ("familiar", "novel")
-SPLITS = ("train", "valid", "test")
 # A word column is named by a language code: ISO 639-1/639-3 letters with an optional region or
 # script subtag (en, nld, pt-BR, zh_Hans). Any other column of concepts.csv (note, source, ...) is free text.
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})?$")
@@ -223,8 +225,7 @@ def file_digest(path: str | Path) -> str:
         cached = _digest_cache.get(key)
     if cached is not None:
         return cached
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = sha256_file(path)
     with _digest_lock:
         _digest_cache[key] = digest
     return digest
@@ -405,7 +406,10 @@ class _MediaChecker:
 
 
 def _probe_audio(path: str) -> float | str:
-    """Duration in seconds from the header, or why the file cannot be read."""
+    """Duration in seconds from the header, or why the file cannot be read (a cut WAV included)."""
+    truncation = wav_truncation(path)
+    if truncation is not None:
+        return str(truncation)
     try:  # opening reads the header only; soundfile.info also formats names we do not need (2x slower)
         with soundfile.SoundFile(path) as f:
             return f.frames / f.samplerate if f.samplerate > 0 else "sample rate 0"

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
 
+from cache.clitools import progress_bar
 from cache.layout import SUFFIX_FORMAT, store_path
 from cache.provenance import Provenance, package_version
 from cache.store import ItemTable, open_writer
@@ -31,10 +31,11 @@ from extract.image import read_image
 log = logging.getLogger(__name__)
 
 Item = AudioItem | ImageItem
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: the stores are float16
 
 
 class ExtractionError(ValueError):
-    """An item the encoder cannot be given (missing, unreadable, corrupt, empty, too short); names the item."""
+    """Extraction cannot go on: bad items (named, with their paths and reasons) or a bad request."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +133,7 @@ def provenance_for(
         modality=modality,
         lang=lang if modality == "audio" else None,
         preprocessing=preprocessing,
+        precision=encoder.precision,
         corpus=corpus.name,
         corpus_hash=corpus.manifest_hash(modality, lang if modality == "audio" else None),
         package_version=package_version(),
@@ -178,6 +180,101 @@ def read_batch(batch: Sequence[Item], read: Callable[[Item], Any]) -> list[tuple
     return out
 
 
+def _is_out_of_memory(error: BaseException) -> bool:
+    """torch's (CUDA) OutOfMemoryError, CTranslate2's "out of memory" RuntimeError, or Python's MemoryError."""
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or "out of memory" in str(error).lower())
+
+
+def encoder_failure(item: Item, encoder: Encoder, error: Exception) -> MediaError:
+    """The MediaError for an item the encoder raised on: names the item and keeps the encoder's own words."""
+    words = " ".join(str(error).split()) or "no message"
+    return MediaError(item.id, item.path, f"encoder {encoder.name} failed on it ({type(error).__name__}: {words})",
+                      "check the item (its file, its start/end) or rerun with --skip-bad to leave it out")
+
+
+def bad_features(item: Item, features: np.ndarray) -> MediaError | None:
+    """Features the store cannot hold faithfully make the item bad: no frames, NaN/Inf, or beyond float16's ±65504."""
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[0] == 0:
+        return MediaError(item.id, item.path, f"encoder produced no frames (features of shape {features.shape})",
+                          "check the item's segment, or rerun with --skip-bad to leave it out")
+    if not np.isfinite(features).all():
+        return MediaError(item.id, item.path, "encoder produced NaN/Inf",
+                          "check the encoder (its weights, --precision) or rerun with --skip-bad to leave it out")
+    peak = float(np.abs(features).max()) if features.size else 0.0
+    if peak > FLOAT16_MAX:
+        return MediaError(item.id, item.path, f"encoder produced values beyond float16's range (max |x| = {peak:.4g} "
+                          f"> {FLOAT16_MAX:g})", "check the encoder, or rerun with --skip-bad to leave it out")
+    return None
+
+
+def encode_batch(encoder: Encoder, batch: Sequence[tuple[Item, Any]]) -> list[tuple[Item, Any, MediaError | None]]:
+    """Encode one batch of read items; each comes back with its features or the MediaError saying why none.
+
+    When the forward pass raises, the items are encoded one at a time to find the one(s) that make it
+    fail; when an item's features are not finite, that item is bad. The others are then encoded again as
+    one batch without the bad ones: exactly the batch a rerun forms once those are skipped, so the store's
+    bytes do not depend on whether the run was interrupted. A batch that fails only as a batch (every item
+    encodes alone) keeps the one-at-a-time features. Running out of memory is not an item's fault: it
+    stops the run (lower --batch-size), whatever --skip-bad says.
+    """
+    bad: dict[str, MediaError] = {}
+    remaining = list(batch)
+    features: dict[str, Any] = {}
+    while remaining:
+        try:
+            encoded = encoder.encode([data for _, data in remaining])
+        except Exception as error:
+            if _is_out_of_memory(error):
+                raise out_of_memory(encoder, remaining, error) from error
+            if len(remaining) == 1:
+                bad[remaining[0][0].id] = encoder_failure(remaining[0][0], encoder, error)
+                break
+            singles = {}
+            for item, data in remaining:
+                try:
+                    singles[item.id] = encoder.encode([data])[0]
+                except Exception as single_error:
+                    if _is_out_of_memory(single_error):
+                        raise out_of_memory(encoder, [(item, data)], single_error) from single_error
+                    bad[item.id] = encoder_failure(item, encoder, single_error)
+            if len(singles) == len(remaining):  # it fails only as a batch: keep the one-at-a-time features
+                for item, _ in remaining:
+                    if (problem := bad_features(item, singles[item.id])) is not None:
+                        bad[item.id] = problem
+                    else:
+                        features[item.id] = singles[item.id]
+                break
+            remaining = [(item, data) for item, data in remaining if item.id not in bad]
+            continue
+        if len(encoded) != len(remaining):  # an encoder bug, not an item's fault: never zip it away
+            raise ExtractionError(f"encoder {encoder.name} returned {len(encoded)} feature arrays for a batch of "
+                                  f"{len(remaining)} items (first: {remaining[0][0].id!r})")
+        failing = {item.id: problem for (item, _), f in zip(remaining, encoded)
+                   if (problem := bad_features(item, f)) is not None}
+        if not failing:
+            features.update({item.id: f for (item, _), f in zip(remaining, encoded)})
+            break
+        bad.update(failing)
+        remaining = [(item, data) for item, data in remaining if item.id not in failing]
+    return [(item, features.get(item.id), bad.get(item.id)) for item, _ in batch]
+
+
+def out_of_memory(encoder: Encoder, batch: Sequence[tuple[Item, Any]], error: BaseException) -> ExtractionError:
+    """Running out of memory is the batch's size, not an item's fault: the run stops, --skip-bad or not."""
+    return ExtractionError(f"out of memory encoding a batch of {len(batch)} item(s) with {encoder.name} (first: "
+                           f"{batch[0][0].id!r}): {' '.join(str(error).split())}; rerun with a smaller --batch-size "
+                           "(a rerun resumes)")
+
+
+def stop_message(errors: Sequence[MediaError], path: Path, committed: int) -> str:
+    """Why extraction stopped (every bad item of the batch) and the two ways on."""
+    return ("\n".join(str(e) for e in errors)
+            + f"\nExtraction of {path.name} stopped; the {committed} items already written are kept and a rerun "
+            "resumes after them. Or rerun with --skip-bad to leave bad items out (they are listed in the store).")
+
+
 def extract_store(
     corpus: Corpus,
     modality: str,
@@ -201,7 +298,8 @@ def extract_store(
         fmt: ``hdf5`` | ``zarr`` when ``out_path`` is a folder (default hdf5).
         batch_size: items per encoder call and per journal commit.
         shard: ``(K, N)``: extract only shard K of N (round-robin over the plan) into its own store.
-        skip_bad: leave unreadable items out, listed in the store's ``skipped`` table, instead of stopping.
+        skip_bad: leave bad items out (unreadable, truncated, too short, failing in the encoder or giving
+            non-finite features), listed in the store's ``skipped`` table, instead of stopping.
         force: delete an existing store/journal made from other inputs and rebuild it.
 
     A complete store with the same provenance is returned untouched; an interrupted one is resumed; one made
@@ -224,8 +322,7 @@ def extract_store(
             return path
         pending = set(writer.pending.ids.tolist())
         read = reader_for(modality, encoder)
-        bar = tqdm(total=len(plan), initial=writer.done, unit="item", desc=path.name, disable=not progress,
-                   dynamic_ncols=True, smoothing=0.1)
+        bar = progress_bar(progress, total=len(plan), initial=writer.done, unit="item", desc=path.name)
         with bar, ThreadPoolExecutor(max_workers=1) as pool:  # reads the next batch while this one encodes
             grid = batches(plan, batch_size, pending)
             upcoming = next(grid, None)
@@ -234,21 +331,21 @@ def extract_store(
                 loaded = ahead.result()
                 upcoming = next(grid, None)
                 ahead = pool.submit(read_batch, upcoming, read) if upcoming is not None else None
-                good = []
-                for item, data, error in loaded:
-                    if error is None:
-                        good.append(data)
-                    elif skip_bad:
-                        log.warning("skipped %s", error)
-                        writer.skip(item.id, str(item.path), error.reason)
-                    else:
-                        raise ExtractionError(
-                            f"{error}\nExtraction of {path.name} stopped; the {writer.committed} items already "
-                            "written are kept and a rerun resumes after them. Or rerun with --skip-bad to leave "
-                            "bad items out (they are listed in the store)."
-                        ) from error
-                if good:
-                    writer.append(encoder.encode(good))
+                unreadable = [error for _, _, error in loaded if error is not None]
+                if unreadable and not skip_bad:
+                    raise ExtractionError(stop_message(unreadable, path, writer.committed)) from unreadable[0]
+                readable = [(item, data) for item, data, error in loaded if error is None]
+                outcome = {item.id: (None, error) for item, _, error in loaded if error is not None}
+                outcome.update((item.id, (features, error)) for item, features, error in encode_batch(encoder, readable))
+                failed = [outcome[item.id][1] for item, _, _ in loaded if outcome[item.id][1] is not None]
+                if failed and not skip_bad:
+                    raise ExtractionError(stop_message(failed, path, writer.committed)) from failed[0]
+                for error in failed:
+                    log.warning("skipped %s", error)
+                    writer.skip(error.item_id, str(error.path), error.reason)
+                good = [outcome[item.id][0] for item, _, _ in loaded if outcome[item.id][1] is None]
+                if good:  # in plan order: the next pending items once the bad ones are skipped
+                    writer.append(good)
                 bar.update(len(loaded))
         return writer.finish()
     finally:

@@ -14,7 +14,6 @@ and renamed, so a file that exists is whole), with other parameters it starts th
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -30,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
+from cache.atomic import write_bytes
+from cache.clitools import progress_bar
+from cache.hashing import sha256_file, sha256_json
 from extract.corpus import load_corpus
 from extract.demo import artwork, scenes, voices
 from extract.demo.concepts import ARTWORK_BY_KEY, ARTWORK_SETS, CONCEPTS, FAMILIAR, LANGUAGES, NOVEL, VOICES, \
@@ -217,7 +218,7 @@ def icon_cache_dir(cache_root: Path, set_key: str) -> Path:
     """Where one set's rendered icons are kept: named by the set's version, the size and the icon names
     drawn from it, so that a new package version or a changed concept table renders afresh."""
     names = [(c.name, c.icon_name(set_key)) for c in CONCEPTS if set_key in artwork.allowed_sets(c)]
-    digest = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:10]
+    digest = sha256_json(names)[:10]
     return cache_root / f"{set_key}-{artwork.set_version(set_key)}-{artwork.RENDER_SIZE}px-{digest}"
 
 
@@ -231,8 +232,8 @@ def _render_set_job(args: tuple[str, str]) -> tuple[str, list[str]]:
         out.mkdir(parents=True, exist_ok=True)
         drawn = artwork.render_set(set_key, CONCEPTS)
         for concept, png in drawn.items():
-            _write_atomic(out / f"{concept}.png", png)
-        _write_atomic(done, json.dumps(sorted(drawn)).encode())
+            write_bytes(out / f"{concept}.png", png)
+        write_bytes(done, json.dumps(sorted(drawn)).encode())
     return set_key, json.loads(done.read_text())
 
 
@@ -277,14 +278,8 @@ def _image_job(args: tuple[str, str, list[ImageSpec]]) -> int:
         buf = io.BytesIO()
         picture.save(buf, format="PNG", optimize=False)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, buf.getvalue())
+        write_bytes(path, buf.getvalue())
     return len(specs)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,7 +291,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _write_atomic(path, buf.getvalue().encode("utf-8"))
+    write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def write_tables(root: Path, params: BuildParams, tokens: list[AudioToken], specs: list[ImageSpec],
@@ -344,7 +339,7 @@ def write_audio_listing(root: Path, params: BuildParams, tokens: list[AudioToken
                      for s in speakers]
             lines.append(f"| {c.name} ({c.kind}) | {c.words[lang]} | " + " | ".join(cells) + " |")
         lines.append("")
-    _write_atomic(root / "audio-listing.md", "\n".join(lines).encode("utf-8"))
+    write_bytes(root / "audio-listing.md", "\n".join(lines).encode("utf-8"))
 
 
 def write_contact_sheet(root: Path, specs: list[ImageSpec], styles: dict[str, list[str]], cell: int = 72) -> None:
@@ -374,7 +369,7 @@ def write_contact_sheet(root: Path, specs: list[ImageSpec], styles: dict[str, li
         draw.line((0, y, sheet.width, y), fill=(200, 200, 200))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    _write_atomic(root / "contact-sheet.png", buf.getvalue())
+    write_bytes(root / "contact-sheet.png", buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,12 +422,12 @@ def write_licences(root: Path, langs: tuple[str, ...], styles: dict[str, list[st
         else:
             text = APACHE_TEXT.read_text() if APACHE_TEXT.is_file() else f"See {sets[0].licence_url}\n"
         text = "Applies to the pictures of: " + ", ".join(s.key for s in sets) + "\n\n" + text
-        _write_atomic(lic / f"{spdx}.txt", text.encode())
+        write_bytes(lic / f"{spdx}.txt", text.encode())
     used_voices = voices_for_langs(langs)
     for v in used_voices:
         if v.engine == "mbrola":
             notice = Path(f"/usr/share/doc/mbrola-{v.mbrola_id}/copyright")
-            _write_atomic(lic / f"mbrola-{v.mbrola_id}.txt", notice.read_bytes() if notice.is_file() else
+            write_bytes(lic / f"mbrola-{v.mbrola_id}.txt", notice.read_bytes() if notice.is_file() else
                           f"MBROLA voice {v.mbrola_id}: see https://github.com/mbrola/mbrola-voices\n".encode())
     lines = ["# Credits", "",
              "This corpus is distributed free of charge, for research. It must not be sold.", "",
@@ -465,7 +460,7 @@ def write_licences(root: Path, langs: tuple[str, ...], styles: dict[str, list[st
     lines += ["", "Tools: espeak-ng (GPL-3.0-or-later), MBROLA (AGPL-3.0), Piper / piper-tts (GPL-3.0-or-later), "
               "sox (GPL-2.0), resvg (MIT / Apache-2.0), Pillow (MIT-CMU), numpy (BSD-3-Clause). "
               "None of their terms attach to the data they produced.", ""]
-    _write_atomic(root / "CREDITS.md", "\n".join(lines).encode("utf-8"))
+    write_bytes(root / "CREDITS.md", "\n".join(lines).encode("utf-8"))
 
 
 def write_readme(root: Path, params: BuildParams, tokens: list[AudioToken], specs: list[ImageSpec],
@@ -524,7 +519,7 @@ def write_readme(root: Path, params: BuildParams, tokens: list[AudioToken], spec
     for s in ARTWORK_SETS:
         drawn = [c for c in CONCEPTS if s.key in styles[c.name]]
         lines.append(f"| {s.key} | {s.artist} | {s.licence} | {len(drawn)} |")
-    _write_atomic(root / "README.md", "\n".join(lines + [""]).encode("utf-8"))
+    write_bytes(root / "README.md", "\n".join(lines + [""]).encode("utf-8"))
 
 
 def _wrap(label: str, width: int) -> str:
@@ -598,7 +593,7 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
     (partial / BUILD_FILE).unlink(missing_ok=True)
     for stray in partial.rglob(".*.tmp"):  # half-written files of a killed run
         stray.unlink()
-    _write_atomic(partial / PLAN_FILE, json.dumps(params.to_json(), indent=1).encode())
+    write_bytes(partial / PLAN_FILE, json.dumps(params.to_json(), indent=1).encode())
     icon_dir = out.parent / ICON_CACHE
 
     ctx = multiprocessing.get_context("spawn")  # no inherited threads or locks (tqdm's monitor, onnxruntime)
@@ -618,8 +613,7 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
         for s in specs:
             image_jobs[s.concept].append(s)
         durations: dict[str, float] = {}
-        bar = tqdm(total=len(tokens) + len(specs), desc="demo corpus", unit="item", disable=not progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(progress, total=len(tokens) + len(specs), desc="demo corpus", unit="item")
         # Pictures first: they are quicker, so the bar moves; both kinds share the pool.
         image_results = pool.imap_unordered(_image_job, [(str(partial), str(icon_dir), job)
                                                          for job in image_jobs.values()])
@@ -643,7 +637,7 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
     seconds = time.monotonic() - t0
     build = {"status": "complete", "params": params.to_json(), "n_audio": len(tokens), "n_images": len(specs),
              "seconds": round(seconds, 1), "workers": workers}
-    _write_atomic(partial / BUILD_FILE, json.dumps(build, indent=1).encode())
+    write_bytes(partial / BUILD_FILE, json.dumps(build, indent=1).encode())
     (partial / PLAN_FILE).unlink()
     _replace_dir(partial, out)
     return BuildResult(out, True, seconds, len(tokens), len(specs))
@@ -652,14 +646,10 @@ def build_demo_corpus(out: Path, params: BuildParams = BuildParams(), workers: i
 def _validate(root: Path) -> None:
     """The corpus loader is the judge: a builder bug must fail here, not in extract-features."""
     corpus = load_corpus(root)
-    digests = Counter(_sha(i.path) for i in corpus.images if i.split == "test")
+    digests = Counter(sha256_file(i.path) for i in corpus.images if i.split == "test")
     dupes = [d for d, n in digests.items() if n > 1]
     if dupes:
         raise DemoBuildError(f"{len(dupes)} test pictures are duplicates: change --seed (this should not happen)")
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _replace_dir(new: Path, target: Path) -> None:

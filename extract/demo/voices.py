@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import wave
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from cache.atomic import atomic_write
 from extract.demo.concepts import Voice
 
 SAMPLE_RATE = 16_000
@@ -133,13 +133,15 @@ def synthesise(voice: Voice, word: str, settings: SpeechSettings, path: Path) ->
         raw = _run(["espeak-ng", "-v", voice.espeak_voice, "-s", str(settings.rate), "-p", str(settings.pitch),
                     "--stdout", word])
         effects = []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _run(["sox", "-R", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(tmp),
-          *effects, *SOX_TAIL], data=raw)
-    audio, sr = sf.read(tmp, dtype="float32")
-    if sr != SAMPLE_RATE or audio.ndim != 1 or len(audio) < SAMPLE_RATE * 0.15 or float(np.abs(audio).max()) < 0.01:
-        tmp.unlink(missing_ok=True)
-        raise SilentToken(f"voice {voice.speaker} gave no usable audio for {word!r} ({len(audio)} samples at {sr} Hz)")
-    os.replace(tmp, path)
-    return len(audio) / SAMPLE_RATE
+    samples: list[int] = []
+
+    def write(tmp: Path) -> None:
+        _run(["sox", "-R", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(tmp),
+              *effects, *SOX_TAIL], data=raw)
+        audio, sr = sf.read(tmp, dtype="float32")
+        if sr != SAMPLE_RATE or audio.ndim != 1 or len(audio) < SAMPLE_RATE * 0.15 or float(np.abs(audio).max()) < 0.01:
+            raise SilentToken(f"voice {voice.speaker} gave no usable audio for {word!r} ({len(audio)} samples at {sr} Hz)")
+        samples.append(len(audio))
+
+    atomic_write(path, write)  # a refused token leaves no file behind
+    return samples[0] / SAMPLE_RATE

@@ -7,12 +7,18 @@ that two stores made by different encoders, layers or preprocessing can never be
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, Sequence, runtime_checkable
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
+
+from cache.hardware import Precision, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
 
 Modality = Literal["audio", "image"]
 SAMPLE_RATE = 16_000
@@ -37,7 +43,9 @@ class Encoder(Protocol):
         fingerprint: sha256 of the weights (files or state dict), computed once at load time.
         layer: the hidden state taken (``None`` = the model's final output).
         preprocessing: everything done to the input before the forward pass (sample rate, frame rate, image
-            size, normalisation, positions, layer, numeric precision), recorded in the store's provenance.
+            size, normalisation, positions, layer), recorded in the store's provenance.
+        precision: the resolved precision of the forward pass (bf16|fp16|fp32), recorded in the store's
+            provenance: features computed in bf16 are not those of fp32.
         min_samples: audio only: the shortest waveform (in 16 kHz samples) that yields one frame;
             0 for images.
     """
@@ -48,6 +56,7 @@ class Encoder(Protocol):
     fingerprint: str
     layer: int | None
     preprocessing: dict[str, Any]
+    precision: str
     min_samples: int
 
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
@@ -60,36 +69,34 @@ class Encoder(Protocol):
         ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` as asked (``cuda`` without a GPU is a user error)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise EncoderUnavailable(f"unknown device {device!r}: use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EncoderUnavailable(f"device {device!r} asked for but torch sees no CUDA GPU: use --device cpu or auto")
-    return torch.device(device)
+# Measured with bench/extract_speed.py on an AMX CPU (docs/extraction.md, "Precision"): bf16 autocast ran
+# EfficientNet-Lite0 about 2x faster but moved its features by 20 % (relative L2), a thousand times what the
+# float16 store's own rounding costs. Features are extracted once and reused by every run, so on a CPU `auto`
+# keeps fp32; --precision bf16 still asks for the fast path explicitly. CUDA follows the project's rule.
+CPU_AUTO_PRECISION = "fp32"
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Half-precision autocast on CUDA only (bf16 where the GPU supports it, else fp16); CPU stays fp32.
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """Where a torch encoder runs and in which precision, resolved once by ``cache.hardware``'s rules."""
 
-    CPU autocast would be slower on most CPUs and change the numbers; the stores are float16 anyway, so
-    half-precision compute on a GPU costs no precision the store keeps.
-    """
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    device: torch.device
+    precision: Precision
+
+    def autocast(self) -> AbstractContextManager:
+        """The forward pass's autocast (a no-op in fp32)."""
+        if not self.precision.autocast:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.dtype)
 
 
-def sha256_files(paths: Iterable[Path]) -> str:
-    """sha256 over the bytes of the given files, in the order given (the file names are not hashed)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def resolve_compute(device: str, precision: str) -> Compute:
+    """``device``: auto|cpu|cuda[:N]; ``precision``: auto|bf16|fp16|fp32 (``auto`` = fp32 on a CPU, see
+    :data:`CPU_AUTO_PRECISION`). Impossible requests raise ``cache.hardware.HardwareError`` (a ValueError)."""
+    name = resolve_device(device)
+    resolved = resolve_precision(precision, name, auto_on_cpu=CPU_AUTO_PRECISION)
+    log.info("encoder on %s, precision %s", name, resolved.reason)
+    return Compute(torch.device(name), resolved)
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:

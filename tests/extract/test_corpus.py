@@ -206,6 +206,15 @@ def test_unreadable_audio_header(corpus_dir):
     assert line.startswith("audio.csv line 2: unreadable audio file audio/en-dog-train-0.wav")
 
 
+def test_truncated_wav_is_refused_with_both_lengths(corpus_dir):
+    path = corpus_dir / "audio" / "en-dog-train-1.wav"  # a 1 s utterance whose word lies in its first half
+    path.write_bytes(path.read_bytes()[:-8000])
+    line = only_problem(corpus_dir)
+    assert line.startswith("audio.csv line 3: unreadable audio file audio/en-dog-train-1.wav: truncated file: "
+                           "the header says 16000 frames, the file holds 12000")
+    assert load_corpus(corpus_dir, check_media=False)  # left to the extraction's item-by-item checks
+
+
 def test_novel_concept_outside_test(corpus_dir):
     edit(corpus_dir, "audio.csv", lambda rows: next(r for r in rows if r["concept"] == "ball").update(split="train"))
     edit(corpus_dir, "images.csv", lambda rows: next(r for r in rows if r["concept"] == "cake").update(split="valid"))

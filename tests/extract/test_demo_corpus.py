@@ -87,6 +87,14 @@ def test_loader_accepts_it_and_counts_are_per_concept_and_language(tiny):
         assert 0.15 < info.duration < 1.5
 
 
+def test_files_are_written_whole_with_the_usual_mode(tiny):
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [p for p in tiny.rglob("*") if p.is_file()]
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}  # not mkstemp's 0600
+    assert not [p for p in files if p.name.endswith(".tmp")]
+
+
 def test_splits_do_not_overlap(tiny):
     for table in ("audio.csv", "images.csv"):
         by_split = defaultdict(set)
@@ -242,9 +250,12 @@ def test_missing_tools_and_bad_options_give_clear_errors(monkeypatch, tmp_path):
         m.setattr(artwork, "node_modules_dirs", lambda: [tmp_path])
         with pytest.raises(artwork.ArtworkMissing, match="npm ci"):
             artwork.check_artwork(["noto", "twemoji"])
-    result = CliRunner().invoke(demo_corpus, ["--out", str(tmp_path / "x"), "--langs", "en,de"])
-    assert result.exit_code == 1 and "--langs" in result.output
+    for langs in (["en,de"], ["en", "de"]):
+        result = CliRunner().invoke(demo_corpus, ["--out", str(tmp_path / "x"), "--langs", *langs])
+        assert result.exit_code == 1 and "--langs en,de" in result.output and "Traceback" not in result.output
     help_text = CliRunner().invoke(demo_corpus, ["--help"]).output
-    for option in ("--out", "--seed", "--scale", "--langs", "--workers", "--force"):
+    assert CliRunner().invoke(demo_corpus, ["-h"]).output == help_text
+    for option in ("--out", "--seed", "--scale", "--langs", "--workers", "--force", "--quiet", "--verbose"):
         assert option in help_text
+    assert all(option.help for option in demo_corpus.params)
     assert not (tmp_path / "x").exists()

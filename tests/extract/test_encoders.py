@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from extract.encoders.base import EncoderUnavailable
@@ -115,6 +116,11 @@ def test_whisper_base_real_weights_50hz_512(tmp_path):
     assert (folder / "model.bin").stat().st_size > 100e6 and enc.fingerprint in (folder / "model.bin.sha256").read_text()
     with pytest.raises(EncoderUnavailable, match="only its final layer"):
         load_encoder("whisper-base", layer=3, models_dir=tmp_path / "models")
+    # CTranslate2 computes in its own types: the one it runs is recorded
+    assert (enc.precision, enc.compute_type) == ("fp32", "float32")
+    assert enc.preprocessing["compute"] == "ctranslate2 compute_type float32"
+    with pytest.raises(EncoderUnavailable, match="cannot compute in bfloat16 on cpu"):
+        load_encoder("whisper-base", device="cpu", precision="bf16", models_dir=tmp_path / "models")
 
 
 def test_efficientnet_lite0_real_weights_64_positions():
@@ -143,3 +149,27 @@ def test_efficientnet_lite0_preprocessing_recognises_a_photo():
     with torch.inference_mode():
         logits = enc.model(pixels.contiguous(memory_format=torch.channels_last))
     assert int(logits.argmax()) == 985
+
+
+def test_precision_auto_is_fp32_on_a_cpu_and_bf16_is_an_explicit_request(model_dir):
+    folder = save_tiny_resnet(model_dir / "tiny-resnet-precision")
+    image = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    fp32 = load_encoder(str(folder), device="cpu")
+    bf16 = load_encoder(str(folder), device="cpu", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.encode([image])[0], bf16.encode([image])[0]
+    assert a.dtype == b.dtype == np.float32 and not np.array_equal(a, b)  # bf16 really ran
+    np.testing.assert_allclose(a, b, atol=0.1 * np.abs(a).max())
+    for precision, message in [("fp16", "fp16 autocast is for CUDA GPUs"), ("fp64", "unknown precision")]:
+        with pytest.raises(ValueError, match=message):
+            load_encoder(str(folder), device="cpu", precision=precision)
+
+
+def test_devices_are_resolved_by_the_project_rule(model_dir):
+    folder = save_tiny_resnet(model_dir / "tiny-resnet-device")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        load_encoder(str(folder), device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            load_encoder(str(folder), device="cuda:0")
+    assert str(load_encoder(str(folder), device="auto").device) == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,7 +1,6 @@
 """``extract-features``: options, default locations, user errors, and a real ``kill -9`` then resume."""
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -38,8 +38,10 @@ def test_every_option_has_help_text():
         assert option.help, f"--{option.name} has no help"
     text = CliRunner().invoke(extract_features, ["--help"]).output
     for flag in ("--lang", "--modality", "--all", "--corpus", "--encoder", "--audio-encoder", "--image-encoder",
-                 "--layer", "--format", "--out", "--device", "--batch-size", "--shard", "--skip-bad", "--force"):
+                 "--layer", "--format", "--out", "--device", "--precision", "--batch-size", "--shard", "--skip-bad",
+                 "--force", "--quiet", "-v"):
         assert flag in text
+    assert CliRunner().invoke(extract_features, ["-h"]).output == text
 
 
 def test_lang_writes_the_default_store_location_and_a_rerun_is_a_no_op(corpus, models, vgsme_home):
@@ -131,7 +133,7 @@ def store_bytes(path: Path) -> dict[str, bytes]:
     return out
 
 
-def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path, vgsme_home, caplog):
+def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path, vgsme_home):
     args = ["--corpus", "tiny", "--lang", "en", "--encoder", str(models / "tiny-wavlm"), "--batch-size", "2",
             "--device", "cpu", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -151,12 +153,109 @@ def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path
     assert child.returncode == -signal.SIGKILL and not store.exists()
     assert committed >= 2
 
-    with caplog.at_level(logging.INFO, logger="cache.store"):
-        resumed = run(*args[:-1])  # the rerun, with the same arguments
+    resumed = run(*args[:-1], "-v")  # the rerun, with the same arguments (and -v: log each step)
     assert resumed.exit_code == 0, resumed.output
     assert resumed.stdout.strip() == str(store)
-    assert "resuming" in caplog.text  # it continued from the journal, not from scratch
+    assert "resuming" in resumed.stderr  # it continued from the journal, not from scratch
 
     whole = run(*args[:-1], "--out", str(tmp_path / "whole"))
     assert whole.exit_code == 0, whole.output
     assert store_bytes(store) == store_bytes(Path(whole.stdout.strip()))
+
+
+def test_several_languages_after_one_lang_and_one_progress_line_per_store(corpus, models, vgsme_home):
+    result = CliRunner().invoke(extract_features, ["--corpus", "tiny", "--lang", "en", "fr", "--encoder",
+                                                   str(models / "tiny-wavlm")])
+    assert result.exit_code == 0, result.output
+    assert [Path(p).name for p in result.stdout.split()] == ["audio-en.tiny-wavlm.h5", "audio-fr.tiny-wavlm.h5"]
+    progress = [line for line in result.stderr.splitlines() if " item in " in line]
+    assert [line.split(":")[0] for line in progress] == ["audio-en.tiny-wavlm.h5", "audio-fr.tiny-wavlm.h5"]
+    assert all(f"{N_AUDIO}/{N_AUDIO} item" in line for line in progress)  # not a redrawn bar: one line each
+
+
+def test_precision_is_recorded_and_another_precision_is_refused(corpus, models, tmp_path):
+    args = ["--corpus", "tiny", "--modality", "image", "--encoder", str(models / "tiny-resnet"), "--out",
+            str(tmp_path / "image.h5")]
+    assert run(*args).exit_code == 0
+    with open_store(tmp_path / "image.h5") as store:
+        assert store.provenance.precision == "fp32"  # auto on a CPU keeps fp32
+    refused = CliRunner().invoke(extract_features, [*args, "--precision", "bf16", "--quiet"])
+    assert refused.exit_code == 1 and "precision: stored 'fp32', requested 'bf16'" in refused.output
+    assert "Traceback" not in refused.output
+    rebuilt = run(*args, "--precision", "bf16", "--force")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    with open_store(tmp_path / "image.h5") as store:
+        assert store.provenance.precision == "bf16"
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--device", "gpu"], "unknown device 'gpu'"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16 autocast is for CUDA GPUs"),
+])
+def test_impossible_device_or_precision_is_one_clean_line(corpus, models, option, message):
+    result = CliRunner().invoke(extract_features, ["--corpus", "tiny", "--modality", "image", "--encoder",
+                                                   str(models / "tiny-resnet"), *option])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+IMAGE_ARGS = ["--corpus", "tiny", "--modality", "image", "--encoder"]
+
+
+def test_an_output_path_under_a_file_is_a_clean_error(corpus, models, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(extract_features, [*IMAGE_ARGS, str(models / "tiny-resnet"),
+                                                   "--out", str(tmp_path / "a-file" / "stores")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Not a directory" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_read_only_file_system_is_a_clean_error(corpus, models, tmp_path, monkeypatch):
+    """EROFS (a read-only mount) as the kernel reports it: root cannot make a real one in a test."""
+    import errno
+
+    read_only = tmp_path / "mounted-read-only"
+    read_only.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.is_relative_to(read_only):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = CliRunner().invoke(extract_features, [*IMAGE_ARGS, str(models / "tiny-resnet"), "--out", str(read_only)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Read-only file system" in result.output and str(read_only) in result.output
+    assert list(read_only.iterdir()) == []
+
+
+def test_a_read_only_folder_is_a_clean_error_with_no_store(corpus, models, tmp_path):
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        result = CliRunner().invoke(extract_features, [*IMAGE_ARGS, str(models / "tiny-resnet"), "--out", str(locked)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "Permission denied" in result.output and str(locked) in result.output
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_word_beyond_whispers_window_is_named_or_skipped(corpus, vgsme_home):
+    import soundfile
+
+    long_word = corpus / "audio" / "en-dog-train-0.wav"  # a whole-file word, now 31 s long
+    soundfile.write(long_word, 0.01 * np.ones(31 * 16000, np.float32), 16000, subtype="PCM_16")
+    args = ["--corpus", "tiny", "--lang", "en", "--batch-size", "32"]
+    stopped = CliRunner().invoke(extract_features, args)
+    assert stopped.exit_code == 1 and "Traceback" not in stopped.output
+    assert f"item 'en-dog-train-0' ({long_word}): encoder whisper-base failed on it" in stopped.output
+    assert "longer than Whisper's 30 s window" in stopped.output
+    skipped = run(*args, "--skip-bad")
+    assert skipped.exit_code == 0, skipped.output
+    with open_store(skipped.stdout.strip()) as store:
+        assert store.skipped.ids.tolist() == ["en-dog-train-0"] and len(store) == N_AUDIO - 1
+        assert "30 s window" in store.skipped.reason[0]

@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from cache.store import ProvenanceMismatch, journal_path, open_store
 from extract.audio import read_segment
@@ -127,12 +128,14 @@ def damage(corpus_root: Path, how: str) -> tuple[str, Path]:
         item.path.write_bytes(b"")
     elif how == "too short":
         soundfile.write(item.path, np.zeros(200, np.float32), 16000, subtype="PCM_16")
+    elif how == "truncated":  # the header still promises the whole word
+        item.path.write_bytes(item.path.read_bytes()[:-1000])
     return item.id, item.path
 
 
 @pytest.mark.parametrize("how, reason", [
     ("missing", "file not found"), ("corrupt", "unreadable audio"), ("empty", "unreadable audio"),
-    ("too short", "segment too short"),
+    ("too short", "segment too short"), ("truncated", "truncated file: the header says"),
 ])
 def test_bad_input_stops_with_item_path_and_reason(corpus_root, wavlm, tmp_path, how, reason):
     item_id, path = damage(corpus_root, how)
@@ -145,13 +148,15 @@ def test_bad_input_stops_with_item_path_and_reason(corpus_root, wavlm, tmp_path,
 
 def test_skip_bad_lists_every_bad_item_in_the_store(corpus_root, wavlm, tmp_path):
     corpus = load_corpus(corpus_root)
-    candidates = [a for a in corpus.audio_of("en") if a.start is None][:4]
-    hows = ["missing", "corrupt", "empty", "too short"]
+    candidates = [a for a in corpus.audio_of("en") if a.start is None][:5]
+    hows = ["missing", "corrupt", "empty", "too short", "truncated"]
     for item, how in zip(candidates, hows):
         if how == "missing":
             item.path.unlink()
         elif how == "too short":
             soundfile.write(item.path, np.zeros(200, np.float32), 16000, subtype="PCM_16")
+        elif how == "truncated":
+            item.path.write_bytes(item.path.read_bytes()[:-1000])
         else:
             item.path.write_bytes(b"" if how == "empty" else b"garbage" * 10)
     corpus = load_corpus(corpus_root, check_media=False)
@@ -159,8 +164,90 @@ def test_skip_bad_lists_every_bad_item_in_the_store(corpus_root, wavlm, tmp_path
     with open_store(path) as store:
         skipped = dict(zip(store.skipped.ids.tolist(), store.skipped.reason.tolist()))
         assert set(skipped) == {a.id for a in candidates}
-        assert len(store) == len(corpus.audio_of("en")) - 4 and not set(skipped) & set(store.items.ids)
+        assert len(store) == len(corpus.audio_of("en")) - 5 and not set(skipped) & set(store.items.ids)
         assert "too short" in skipped[candidates[3].id] and "not found" in skipped[candidates[0].id]
+        assert "truncated file: the header says" in skipped[candidates[4].id]
+
+
+class Faulty:
+    """The tiny WavLM, except on waveforms of one length (one item of the corpus): there it raises
+    (``fault="raise"``), returns NaN (``"nan"``) or values float16 cannot hold (``"huge"``)."""
+
+    def __init__(self, inner, bad_length: int, fault: str):
+        self.inner, self.bad_length, self.fault = inner, bad_length, fault
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, batch):
+        if self.fault == "oom" and len(batch) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if self.fault == "raise" and any(len(w) == self.bad_length for w in batch):
+            raise RuntimeError("shape mismatch in attention")
+        if self.fault == "batch-only" and len(batch) > 1 and any(len(w) == self.bad_length for w in batch):
+            raise RuntimeError("fails in company")
+        out = self.inner.encode(batch)
+        for i, wave in enumerate(batch):
+            if len(wave) == self.bad_length and self.fault == "empty":
+                out[i] = out[i][:0]
+            elif len(wave) == self.bad_length and self.fault in ("nan", "huge"):
+                out[i] = np.full_like(out[i], np.nan if self.fault == "nan" else 1e5)
+        return out
+
+
+def one_item(corpus, lang="en"):
+    """An item whose waveform length no other item of the language shares, and that length."""
+    lengths = {a.id: len(read_segment(a)) for a in corpus.audio_of(lang)}
+    item = next(a for a in corpus.audio_of(lang) if list(lengths.values()).count(lengths[a.id]) == 1)
+    return item, lengths[item.id]
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("raise", "encoder tiny-wavlm failed on it (RuntimeError: shape mismatch in attention)"),
+    ("nan", "encoder produced NaN/Inf"),
+    ("huge", "encoder produced values beyond float16's range (max |x| = 1e+05 > 65504)"),
+    ("empty", "encoder produced no frames (features of shape (0, 32))"),
+])
+def test_an_item_the_encoder_fails_on_is_named_or_skipped(corpus_root, wavlm, tmp_path, fault, reason):
+    corpus = load_corpus(corpus_root)
+    item, length = one_item(corpus)
+    faulty = Faulty(wavlm, length, fault)
+    with pytest.raises(ExtractionError) as caught:
+        extract_store(corpus, "audio", "en", faulty, tmp_path / "stop", batch_size=4, progress=False)
+    assert f"item {item.id!r} ({item.path}): {reason}" in str(caught.value) and "--skip-bad" in str(caught.value)
+
+    path = extract_store(corpus, "audio", "en", faulty, tmp_path / "skip", batch_size=4, skip_bad=True,
+                         progress=False)
+    plan = [a.id for a in plan_items(corpus, "audio", "en")[0]]
+    with open_store(path) as store:
+        assert store.skipped.ids.tolist() == [item.id] and reason in store.skipped.reason[0]
+        assert store.items.ids.tolist() == [i for i in plan if i != item.id]
+        # the rest of its batch is encoded as one batch without it: what a resumed run would write
+        start = plan.index(item.id) // 4 * 4
+        mates = [i for i in plan[start:start + 4] if i != item.id]
+        by_id = {a.id: a for a in corpus.audio_of("en")}
+        expected = wavlm.encode([read_segment(by_id[i]) for i in mates])
+        features, lengths = store.read(store.items.index_of(mates))
+        for k, want in enumerate(expected):
+            np.testing.assert_array_equal(features[k, : lengths[k]], want.astype(np.float16))
+
+
+def test_a_batch_that_fails_only_as_a_batch_keeps_every_item(corpus_root, wavlm, tmp_path):
+    corpus = load_corpus(corpus_root)
+    item, length = one_item(corpus)
+    path = extract_store(corpus, "audio", "en", Faulty(wavlm, length, "batch-only"), tmp_path, batch_size=4,
+                         progress=False)
+    with open_store(path) as store:
+        assert len(store.skipped) == 0 and len(store) == len(corpus.audio_of("en"))
+        features, n = store.read(store.items.index_of([item.id]))
+        np.testing.assert_array_equal(features[0, : n[0]], wavlm.encode([read_segment(item)])[0].astype(np.float16))
+
+
+def test_out_of_memory_stops_even_with_skip_bad(corpus_root, wavlm, tmp_path):
+    corpus = load_corpus(corpus_root)
+    with pytest.raises(ExtractionError, match=r"out of memory encoding a batch of 4 item\(s\) .*smaller --batch-size"):
+        extract_store(corpus, "audio", "en", Faulty(wavlm, 0, "oom"), tmp_path, batch_size=4, skip_bad=True,
+                      progress=False)
 
 
 def test_other_weights_or_changed_corpus_refused_then_rebuilt_with_force(corpus_root, models, wavlm, tmp_path):

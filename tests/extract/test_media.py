@@ -95,14 +95,67 @@ def test_corrupt_and_truncated_files(tmp_path):
     ramp_wav(whole, subtype="PCM_16")
     cut = tmp_path / "cut.wav"
     cut.write_bytes(whole.read_bytes()[:20000])  # header promises 1 s, data holds ~0.6 s
-    # libsndfile sizes a short WAV by its data: the segment then lies beyond the file
-    with pytest.raises(MediaError, match=r"beyond the file's 0.624 s; fix: .*truncated"):
-        read_segment(audio_item(cut, 0.7, 0.9))
+    # libsndfile sizes a short WAV by its data and reads it silently: the header's data size says it is cut,
+    # wherever the segment lies
+    for start, end in ((0.7, 0.9), (0.1, 0.3), (None, None)):
+        with pytest.raises(MediaError, match=r"item 'w1' .*cut.wav\): truncated file: the header says 16000 "
+                                             r"frames, the file holds 9978; fix: replace the file"):
+            read_segment(audio_item(cut, start, end))
     flac = tmp_path / "w.flac"
     soundfile.write(flac, 0.1 * np.random.default_rng(0).standard_normal(48000), 16000)
     (tmp_path / "cut.flac").write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
     with pytest.raises(MediaError, match=r"unreadable audio: .*lost sync"):  # FLAC's header keeps the full length
         read_segment(audio_item(tmp_path / "cut.flac"))
+
+
+def riff(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A RIFF WAVE file made of the given (id, body) chunks, padded as the format says."""
+    body = b"".join(kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) & 1) for kind, data in chunks)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+
+
+def test_truncation_is_judged_by_the_data_chunk_whatever_the_layout(tmp_path):
+    fmt = struct.pack("<HHIIHH", 3, 2, 16000, 16000 * 8, 8, 32)  # float, stereo: 8 bytes per frame
+    frames = np.zeros((1000, 2), np.float32).tobytes()
+    listed = riff([(b"fmt ", fmt), (b"LIST", b"INFOx"), (b"data", frames)])  # an odd-sized chunk before data
+    (tmp_path / "whole.wav").write_bytes(listed)
+    assert len(read_segment(audio_item(tmp_path / "whole.wav"))) == 1000
+    (tmp_path / "tail.wav").write_bytes(riff([(b"fmt ", fmt), (b"data", frames), (b"LIST", b"INFO")]))
+    assert len(read_segment(audio_item(tmp_path / "tail.wav"))) == 1000  # a chunk after the audio is fine
+    (tmp_path / "cut.wav").write_bytes(listed[:-804])
+    with pytest.raises(MediaError, match="the header says 1000 frames, the file holds 899"):
+        read_segment(audio_item(tmp_path / "cut.wav"))
+    streamed = bytearray(listed)  # a writer on a pipe leaves 0xFFFFFFFF: a placeholder, not a promise
+    streamed[listed.index(b"data") + 4:listed.index(b"data") + 8] = b"\xff" * 4
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert len(read_segment(audio_item(tmp_path / "streamed.wav"))) == 1000
+
+
+def test_non_audio_bytes_named_wav(tmp_path):
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "picture.wav", format="PNG")
+    with pytest.raises(MediaError, match=r"picture.wav\): unreadable audio: .*Format not recognised"):
+        read_segment(audio_item(tmp_path / "picture.wav"))
+
+
+def test_a_header_sample_rate_of_zero_is_unreadable_not_a_crash(tmp_path):
+    ramp_wav(tmp_path / "u.wav", subtype="PCM_16")
+    data = bytearray((tmp_path / "u.wav").read_bytes())
+    data[24:28] = struct.pack("<I", 0)  # the fmt chunk's sample rate
+    (tmp_path / "u.wav").write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"item 'w1' .*u.wav\): unreadable audio: "):
+        read_segment(audio_item(tmp_path / "u.wav"))
+
+
+def test_8_khz_is_upsampled_not_refused(tmp_path):
+    ramp_wav(tmp_path / "lo.wav", rate=8000, seconds=0.5)
+    assert abs(len(read_segment(audio_item(tmp_path / "lo.wav"))) - 8000) <= 1
+
+
+def test_segment_starting_past_the_end(tmp_path):
+    ramp_wav(tmp_path / "u.wav")
+    for start, end in ((1.5, None), (1.0, None)):
+        with pytest.raises(MediaError, match=r"segment starts at 1.[05] s, at or past the end of the file's 1.000 s"):
+            read_segment(audio_item(tmp_path / "u.wav", start, end))
 
 
 def test_empty_segment_and_empty_file(tmp_path):
@@ -191,6 +244,11 @@ def test_image_errors(tmp_path):
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(MediaError, match="corrupt or truncated image"):
         read_image(image_item(tmp_path / "t.png"))
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match=r"t.jpg\): corrupt or truncated image: image file is truncated"):
+        read_image(image_item(tmp_path / "t.jpg"))
 
 
 def test_zero_size_png(tmp_path):
