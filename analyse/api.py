@@ -30,12 +30,11 @@ class ResultMissing(ValueError):
 
 
 def read_metrics(run: RunInfo) -> pd.DataFrame:
-    """One run's per-epoch training metrics (metrics.csv): the API's one reader of that file, so that it
-    can become the run-folder module's metrics accessor in a single place."""
-    path = run.path / "metrics.csv"
-    if not path.exists():
-        raise ResultMissing(f"{path} is missing: the run has no training metrics; train it with train-heads")
-    return pd.read_csv(path)
+    """One run's per-epoch training metrics, through the run folder's owner (`train.runs.RunFolder`)."""
+    frame = run.metrics_frame()
+    if frame.empty:
+        raise ResultMissing(f"{run.path} has no training metrics yet; train it with train-heads")
+    return frame
 
 
 def _read_csv(path: Path, command: str, dtype: dict | None = None) -> pd.DataFrame:

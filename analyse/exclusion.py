@@ -16,8 +16,8 @@ class ExclusionError(ValueError):
 
 
 def run_exclusion(run) -> tuple[str, ...]:
-    """The sorted concepts `run` excludes (the one place that reads the config key)."""
-    return tuple(sorted(run.config.get("exclude_concepts", []) or []))
+    """The sorted concepts `run` excludes, as its run folder records them."""
+    return tuple(run.exclude_concepts)
 
 
 def study_exclusion(runs) -> tuple[str, ...]:
