@@ -47,7 +47,7 @@ def verify_store(path: str | Path, slice_bytes: int = LOAD_SLICE_BYTES) -> list[
 def _problems(f: BackendReader, t: FileTables, slice_bytes: int) -> list[str]:
     out = [] if f.attrs.get("complete") else ["not complete: its extraction did not finish; rerun it"]
     layout = layout_problems(f, t)
-    out += layout + metadata_problems(f, t)
+    out += [f"{p}; {REEXTRACT}" for p in layout + metadata_problems(f, t)]
     if not layout:  # the features can be read item by item
         out += _scan(f, t, slice_bytes)
     return out

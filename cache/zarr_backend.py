@@ -42,7 +42,7 @@ class ZarrWriter:
 
     def __init__(self, path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]):
         self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        self._rows = rows_per_chunk(shape[1:])
+        self._rows = rows_per_chunk(shape[1:], CHUNK_BYTES)
         self._arr = self._group.create_array("features", shape=shape, dtype="float16",
                                              chunks=(self._rows,) + tuple(shape[1:]), compressors=None, fill_value=0,
                                              config=_CONFIG)

@@ -151,7 +151,7 @@ def test_kill_9_then_rerun_gives_a_byte_identical_store(corpus, models, tmp_path
     assert child.returncode == -signal.SIGKILL and not store.exists()
     assert committed >= 2
 
-    with caplog.at_level(logging.INFO, logger="cache.store"):
+    with caplog.at_level(logging.INFO, logger="cache.writer"):
         resumed = run(*args[:-1])  # the rerun, with the same arguments
     assert resumed.exit_code == 0, resumed.output
     assert resumed.stdout.strip() == str(store)
