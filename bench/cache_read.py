@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         t0 = time.perf_counter()
         paths = build(root, args.items, args.seed, stores_only=args.load_only)
-        print(f"built {args.items} audio items + {args.items} images in five layouts in "
+        print(f"built {args.items} audio items + {args.items} images in {'the vgsme stores' if args.load_only else 'five layouts'} in "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         modes = ["warm"] + (["cold"] if args.cold else [])
         for mode in modes:

@@ -27,8 +27,15 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def remove_store(path: str | Path) -> None:
-    """Delete a store, its journal and any half-packed temporary (what `--force` does before rewriting)."""
+def verified_path(path: str | Path) -> Path:
+    """The record that a store file was verified (verified.py)."""
     path = Path(path)
-    for p in (path, journal_path(path), tmp_path(path)):
+    return path.with_name(path.name + ".verified.json")
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a store, its journal, any half-packed temporary and its verified record (what `--force` does
+    before rewriting)."""
+    path = Path(path)
+    for p in (path, journal_path(path), tmp_path(path), verified_path(path)):
         remove_path(p)

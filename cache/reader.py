@@ -2,9 +2,9 @@
 
 Opening checks everything that can be checked without reading the features (checks.py): a store whose
 small arrays disagree with each other or with its features array, a damaged file, or a shard set mixing
-stores is refused with one `StoreError` that names the store and the fix. Every read of features then
-checks each item it returns against its stored CRC-32C (integrity.py), so damaged bytes are an error,
-never data.
+stores is refused with one `StoreError` that names the store and the fix. `read()` checks each item it
+returns against its stored CRC-32C (integrity.py), so damaged bytes are an error, never data. Whole loads
+check every item the first time a file is loaded, then trust a record of that (verified.py).
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from .checks import FileTables, layout_problems, metadata_problems, read_tables
 from .errors import REEXTRACT, CorruptStore, IncompleteStore, StoreError
 from .files import journal_path
 from .formats import backend_of, store_format
-from .hashing import sha256_json
+from .hashing import sha256_bytes, sha256_json
 from .integrity import bad_items, checksum, item_slices
 from .items import ItemTable, SkippedTable
 from .provenance import Provenance
+from .verified import identity, is_verified, mark_verified
 
 if TYPE_CHECKING:
     import torch
@@ -143,12 +144,22 @@ class FeatureStore:
             return out, lengths.astype(np.int32)
         return out[inverse], lengths[inverse].astype(np.int32)
 
-    def _slices(self, slice_bytes: int) -> Iterator[tuple[int, int, int, int, int]]:
-        """(file, item_a, item_b, row_a, row_b), local to the file: the features in item-aligned slices."""
-        row_bytes = int(np.prod(self._files[0].features_shape[1:])) * 2
-        for s, t in enumerate(self._tables):
-            for a, b, ra, rb in item_slices(t.lengths, t.offsets, row_bytes, slice_bytes):
-                yield s, a, b, ra, rb
+    def _file_fingerprint(self, s: int) -> str:
+        """The content fingerprint of one file: its provenance and every item's checksum."""
+        return sha256_bytes(sha256_json(self._files[s].attrs["provenance"]).encode(), self._tables[s].checksums.tobytes())
+
+    def _file_slices(self, s: int, slice_bytes: int) -> Iterator[tuple[int, int, int, int, bool]]:
+        """(item_a, item_b, row_a, row_b, check) over file `s` in item-aligned slices; `check` is False when
+        the file, unchanged, is recorded as verified. The caller checks each slice; when every slice has
+        been consumed (all passed), the record is written."""
+        f, t = self._files[s], self._tables[s]
+        ident, fingerprint = identity(f.path), self._file_fingerprint(s)
+        check = not is_verified(f.path, fingerprint, ident)
+        row_bytes = int(np.prod(f.features_shape[1:])) * 2
+        for a, b, ra, rb in item_slices(t.lengths, t.offsets, row_bytes, slice_bytes):
+            yield a, b, ra, rb, check
+        if check:
+            mark_verified(f.path, fingerprint, ident)
 
     def _check_slice(self, s: int, a: int, b: int, row_a: int, block: np.ndarray) -> None:
         t = self._tables[s]
@@ -158,21 +169,30 @@ class FeatureStore:
             raise corrupt_items_error(self._files[s].path, t.items.ids[a + bad])
 
     def iter_rows(self, slice_bytes: int = LOAD_SLICE_BYTES) -> Iterator[tuple[int, np.ndarray]]:
-        """(first_row, block) over the whole features array in big slices of whole items, each checked."""
-        for s, a, b, ra, rb in self._slices(slice_bytes):
-            block = np.empty((rb - ra,) + tuple(self._files[s].features_shape[1:]), np.float16)
-            self._files[s].read_rows_into(ra, rb, block)
-            self._check_slice(s, a, b, ra, block)
-            yield self._row_start(s) + ra, block
+        """(first_row, block) over the whole features array in big slices of whole items, each checked
+        (verify on first use, see `read_all_into`)."""
+        for s, f in enumerate(self._files):
+            for a, b, ra, rb, check in self._file_slices(s, slice_bytes):
+                block = np.empty((rb - ra,) + tuple(f.features_shape[1:]), np.float16)
+                f.read_rows_into(ra, rb, block)
+                if check:
+                    self._check_slice(s, a, b, ra, block)
+                yield self._row_start(s) + ra, block
 
     def read_all_into(self, out: np.ndarray, slice_bytes: int = LOAD_SLICE_BYTES) -> None:
-        """Fill `out` (total_frames or N rows, float16, C-contiguous) with the whole features array, checking
-        every item's checksum slice by slice (while the slice is still in cache)."""
-        for s, a, b, ra, rb in self._slices(slice_bytes):
+        """Fill `out` (total_frames or N rows, float16, C-contiguous) with the whole features array.
+
+        The first whole read of a file checks every item's checksum slice by slice (while the slice is still
+        in cache) and then records that the file, as it is, was verified (verified.py); later whole reads of
+        the unchanged file skip the pass, which would cost a third of the load.
+        """
+        for s, f in enumerate(self._files):
             first = self._row_start(s)
-            block = out[first + ra:first + rb]
-            self._files[s].read_rows_into(ra, rb, block)
-            self._check_slice(s, a, b, ra, block)
+            for a, b, ra, rb, check in self._file_slices(s, slice_bytes):
+                block = out[first + ra:first + rb]
+                f.read_rows_into(ra, rb, block)
+                if check:
+                    self._check_slice(s, a, b, ra, block)
 
     def _row_start(self, s: int) -> int:
         return int(self._frame_start[s]) if self.modality == "audio" else int(self._item_start[s])

@@ -279,3 +279,56 @@ def test_no_import_cycle_in_the_package():
     for m in sorted(graph):
         visit(m, [])
     assert "formats" in graph["reader"] and "reader" not in graph["hdf5"]
+
+
+@pytest.mark.parametrize("ext", ["h5", "zarr"])
+def test_load_verifies_on_first_use_then_trusts_the_unchanged_file(tmp_path, monkeypatch, ext):
+    if ext == "zarr":
+        monkeypatch.setattr("cache.zarr_backend.CHUNK_BYTES", 64)
+    path = write_synthetic_store(tmp_path / f"audio-en.t.{ext}", "audio", 10, seed=6)
+    record = path.with_name(path.name + ".verified.json")
+    first = open_store(path).load()
+    assert record.is_file()
+
+    def no_check(*_):
+        raise AssertionError("a recorded, unchanged file was checked again")
+    with monkeypatch.context() as m:
+        m.setattr("cache.reader.bad_items", no_check)
+        assert torch.equal(open_store(path).load().frames, first.frames)
+    # any write to the file (here: bytes of item 3 flipped in place) changes its identity: checked again
+    store = open_store(path)
+    if ext == "h5":
+        _flip_h5_bytes(path, int(store.offsets[3]))
+    else:
+        chunk = path / "features" / "c" / str(int(store.offsets[3]) // 4) / "0"
+        data = bytearray(chunk.read_bytes())
+        data[(int(store.offsets[3]) % 4) * 16] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptStore, match="en-0003"):
+        open_store(path).load()
+    cache.remove_store(path)
+    assert not record.exists()
+
+
+def test_verify_and_read_ignore_the_record(tmp_path):
+    """Damage that bypasses the file system is not seen by the shortcut, but verify and read() see it."""
+    from cache.verified import identity, mark_verified
+    path = write_synthetic_store(tmp_path / "image.t.h5", "image", 6)
+    store = open_store(path)
+    _flip_h5_bytes(path, 4)
+    mark_verified(path, store._file_fingerprint(0), identity(path))  # as if verified after the damage
+    assert open_store(path).load().frames.shape[0] == 6
+    assert "img-0004" in verify_store(path)[0]
+    with pytest.raises(CorruptStore, match="img-0004"):
+        open_store(path).read([4])
+
+
+def test_an_unwritable_cache_folder_only_means_checking_every_load(tmp_path, monkeypatch):
+    from cache.atomic import OutputError
+
+    def refuse(path, data):
+        raise OutputError(f"cannot write {path}: read-only")
+    monkeypatch.setattr("cache.verified.write_json", refuse)
+    path = write_synthetic_store(tmp_path / "image.t.h5", "image", 6)
+    assert open_store(path).load().frames.shape[0] == 6
+    assert not path.with_name(path.name + ".verified.json").exists()
