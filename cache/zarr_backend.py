@@ -12,6 +12,7 @@ reader therefore requires every chunk file of every array, at its full size.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -218,9 +219,10 @@ def recognises(path: Path) -> bool:
     """A Zarr v3 group: a folder with a `zarr.json` that says so."""
     meta = Path(path) / "zarr.json"
     try:
-        return meta.is_file() and '"group"' in meta.read_text(errors="replace")
-    except OSError:
+        doc = json.loads(meta.read_text()) if meta.is_file() else None
+    except (OSError, ValueError):
         return False
+    return isinstance(doc, dict) and doc.get("zarr_format") == 3 and doc.get("node_type") == "group"
 
 
 def open_reader(path: Path) -> ZarrReader:
