@@ -7,9 +7,11 @@ Builds, in a temporary folder, one synthetic audio store (items of 25-75 frames 
 uniformly without replacement (sorted):
   (a) the authors' layout: one HDF5 group per item, float32, read item by item;
   (b) a vgsme HDF5 store, `FeatureStore.read`;      (c) a vgsme Zarr store, `FeatureStore.read`;
-  (d) the store loaded in RAM, `InMemoryFeatures.gather` into reused buffers;
+  (d) the store loaded in RAM, `InMemoryFeatures.gather` (single-threaded, float16);
   (e) numpy memmaps of the same float16 arrays, `mm[idx]`.
-and the time to load each whole store into RAM. "Warm" reads follow a full read of every file (page cache);
+and the time to load each whole store into RAM (`load()`, which checks every item's CRC-32C), next to the
+speed of the checksum pass alone over the same bytes. `--load-only` builds only the vgsme stores and times
+the loads. "Warm" reads follow a full read of every file (page cache);
 "cold" (--cold, needs root) drops the page cache and reopens before each batch. Prints a table and writes
 bench/results/cache_read.json and .csv.
 """
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cache.integrity import run_checksums  # noqa: E402
 from cache.store import ItemTable, open_store, open_writer  # noqa: E402
 from cache.provenance import Provenance  # noqa: E402
 
@@ -51,7 +54,7 @@ def _item(pool: np.ndarray, i: int, n: int) -> np.ndarray:
     return pool[start:start + n]
 
 
-def build(root: Path, n: int, seed: int) -> dict[str, Path]:
+def build(root: Path, n: int, seed: int, stores_only: bool = False) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     lengths = rng.integers(25, 76, n)
     pool = _pool(rng, 16 << 20)
@@ -61,12 +64,13 @@ def build(root: Path, n: int, seed: int) -> dict[str, Path]:
     paths: dict[str, Path] = {}
 
     # (a) the authors' layout: a group per item, float32, (T, 768) and (2048, 8, 8)
-    paths["a"] = root / "authors.h5"
-    with h5py.File(paths["a"], "w") as f:
-        for i in range(n):
-            f.create_dataset(f"audio/{i}/feature", data=audio[i].astype(np.float32))
-            f.create_dataset(f"image/{i}/feature",
-                             data=images(i).astype(np.float32).T.reshape(IMAGE_DIM, 8, 8))
+    if not stores_only:
+        paths["a"] = root / "authors.h5"
+        with h5py.File(paths["a"], "w") as f:
+            for i in range(n):
+                f.create_dataset(f"audio/{i}/feature", data=audio[i].astype(np.float32))
+                f.create_dataset(f"image/{i}/feature",
+                                 data=images(i).astype(np.float32).T.reshape(IMAGE_DIM, 8, 8))
 
     # (b), (c) vgsme stores through the real writer
     def items(modality: str) -> ItemTable:
@@ -85,6 +89,8 @@ def build(root: Path, n: int, seed: int) -> dict[str, Path]:
             w.finish()
             paths[f"{fmt}-{modality}"] = path
 
+    if stores_only:
+        return paths
     # (e) plain .npy arrays for memmap
     paths["e-audio"], paths["e-image"], paths["e-offsets"] = root / "audio.npy", root / "image.npy", root / "off.npy"
     np.save(paths["e-audio"], np.concatenate(audio))
@@ -135,11 +141,10 @@ class InMemory:
     def __init__(self, paths: dict[str, Path]):
         with open_store(paths["b-audio"]) as a, open_store(paths["b-image"]) as i:
             self.audio, self.image = a.load(), i.load()
-        self.abuf, self.ibuf = self.audio.new_buffer(BATCH_AUDIO), self.image.new_buffer(BATCH_IMAGES)
 
     def batch(self, ai: np.ndarray, ii: np.ndarray) -> None:
-        self.audio.gather(torch.from_numpy(ai), out=self.abuf)
-        self.image.gather(torch.from_numpy(ii), out=self.ibuf)
+        self.audio.gather(torch.from_numpy(ai))
+        self.image.gather(torch.from_numpy(ii))
 
     def close(self) -> None:
         pass
@@ -163,7 +168,7 @@ PATHS: dict[str, tuple[str, Callable[[dict[str, Path]], object]]] = {
     "a": ("authors: group per item, fp32", Authors),
     "b": ("vgsme HDF5 store.read", lambda p: Store(p, "b")),
     "c": ("vgsme Zarr store.read", lambda p: Store(p, "c")),
-    "d": ("vgsme in RAM, gather(out=)", InMemory),
+    "d": ("vgsme in RAM, gather", InMemory),
     "e": ("numpy memmap mm[idx]", Memmap),
 }
 
@@ -221,6 +226,21 @@ def time_load(path: Path, cold: bool, repeats: int = 3) -> tuple[float, float]:
     return dt, nbytes / dt / 1e9
 
 
+def time_checksums(path: Path, repeats: int = 3) -> float:
+    """GB/s of the CRC-32C pass alone over a loaded store's items (the share of `load()` spent checking)."""
+    with open_store(path) as s:
+        frames = s.load().frames.numpy()
+        starts = s.offsets if s.offsets is not None else np.arange(len(s))
+        counts = s.lengths if s.offsets is not None else np.ones(len(s), np.int64)
+        rows = frames.reshape(len(frames), -1)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run_checksums(rows, starts, counts)
+        times.append(time.perf_counter() - t0)
+    return rows.nbytes / statistics.median(times) / 1e9
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed for the data and the batch indices")
     ap.add_argument("--tmp", type=Path, default=None, help="folder for the temporary stores (default: system tmp)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where cache_read.json/.csv go")
+    ap.add_argument("--load-only", action="store_true",
+                    help="build only the vgsme stores and time whole-store loads and the checksum pass")
     args = ap.parse_args(argv)
     if args.items < BATCH_IMAGES:
         ap.error(f"--items must be at least {BATCH_IMAGES} (the images of one batch)")
@@ -244,14 +266,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="vgsme-bench-") as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        paths = build(root, args.items, args.seed)
-        print(f"built {args.items} audio items + {args.items} images in five layouts in "
+        paths = build(root, args.items, args.seed, stores_only=args.load_only)
+        print(f"built {args.items} audio items + {args.items} images in {'the vgsme stores' if args.load_only else 'five layouts'} in "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
         modes = ["warm"] + (["cold"] if args.cold else [])
         for mode in modes:
             if mode == "warm":
                 warm_files(root)
             for key, (label, make) in PATHS.items():
+                if args.load_only:
+                    break
                 if mode == "cold" and key == "d":
                     continue  # in RAM: nothing to read from disk
                 ms = time_batches(make, paths, batches[:args.batches] if mode == "warm" else batches[:3], mode == "cold")
@@ -266,7 +290,10 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({"mode": mode, "path": f"load-{key}-{modality}",
                                  "what": f"load whole {'HDF5' if key == 'b' else 'Zarr'} {modality} store",
                                  "seconds": round(sec, 3), "GB_per_s": round(gbs, 2)})
-    for mode in {r["mode"] for r in rows}:
+            for modality in ("audio", "image"):
+                rows.append({"mode": mode, "path": f"crc-{modality}", "what": f"CRC-32C pass alone, {modality}",
+                             "GB_per_s": round(time_checksums(paths[f"b-{modality}"]), 2)})
+    for mode in {r["mode"] for r in rows if "ms_per_batch" in r}:
         ref = {r["path"]: r["ms_per_batch"] for r in rows if r["mode"] == mode and "ms_per_batch" in r}
         for r in rows:
             if r["mode"] == mode and "ms_per_batch" in r:
@@ -296,7 +323,7 @@ def print_table(rows: list[dict], args) -> None:
     print("\n| mode | whole-store load | seconds | GB/s |\n|---|---|---|---|")
     for r in rows:
         if "GB_per_s" in r:
-            print(f"| {r['mode']} | {r['what']} | {r['seconds']:.2f} | {r['GB_per_s']:.2f} |")
+            print(f"| {r['mode']} | {r['what']} | {r.get('seconds', float('nan')):.2f} | {r['GB_per_s']:.2f} |")
 
 
 if __name__ == "__main__":

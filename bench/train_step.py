@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cache.memory import InMemoryFeatures
-from train.loop import AudioPool, ResidentFeatures, TrainingData, autocast_factory, train_step
+from train.loop import AudioPool, TrainingData, autocast_factory, train_step
 from train.model import TwoTower
 from train.sampler import EpisodeSampler
 from train.schedule import make_optimizer
@@ -178,8 +178,8 @@ def main() -> None:
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     sampler = EpisodeSampler(codes, codes, [f"c{k}" for k in range(CONCEPTS)])
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
-    mem_audio = ResidentFeatures(InMemoryFeatures.from_numpy("audio", audio, lengths, offsets, device=device), dtype)
-    mem_image = ResidentFeatures(InMemoryFeatures.from_numpy("image", images, device=device), dtype)
+    mem_audio = InMemoryFeatures.from_numpy("audio", audio, lengths, offsets, device=device, dtype=dtype)
+    mem_image = InMemoryFeatures.from_numpy("image", images, device=device, dtype=dtype)
     data = TrainingData(AudioPool([mem_audio], [lengths]), mem_image, sampler, sampler, {})
     n_steps = 2 + args.steps
     episodes = [sampler.draw(rng.choice(sampler.anchors, args.batch, replace=False), rng) for _ in range(n_steps)]

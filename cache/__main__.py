@@ -6,32 +6,34 @@ import sys
 
 import click
 
-from .store import StoreError
+from .clitools import Command, Group, progress_iter, user_errors, verbosity_options
 from .verify import store_info, verify_store
 
+STORES_HELP = "Store paths (.h5 file or .zarr folder); a shard is checked on its own."
 
-@click.group(help="Inspect and check vgsme feature stores (.h5 / .zarr).")
+
+@click.group(cls=Group, help="Inspect and check vgsme feature stores (.h5 / .zarr).")
 def cli() -> None:
     pass
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return str(n)
 
 
-@cli.command(help="Print a store's provenance, item counts (per split, kind, source), shapes, dtype and size.")
+@cli.command(cls=Command, help="Print a store's provenance, item counts (per split, kind, source), shapes, dtype, "
+                               "size and content fingerprint. STORES: " + STORES_HELP)
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per store instead of text.")
-def info(stores: tuple[str, ...], as_json: bool) -> None:
+@verbosity_options
+@user_errors
+def info(stores: tuple[str, ...], as_json: bool, progress: bool) -> None:
     for path in stores:
-        try:
-            d = store_info(path)
-        except (StoreError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+        d = store_info(path)
         if as_json:
             click.echo(json.dumps(d))
             continue
@@ -52,16 +54,21 @@ def info(stores: tuple[str, ...], as_json: bool) -> None:
                        f"{d['speakers']} speakers")
         else:
             click.echo(f"  {d['positions']} positions per image")
+        click.echo(f"  fingerprint: {d['fingerprint']}")
         for k, v in d["provenance"].items():
             click.echo(f"  {k}: {v}")
 
 
-@cli.command(help="Check stores: counts, shapes, offsets, NaN/inf, metadata, completeness. "
-                  "Exit status 0 only when every store is sound; one line per problem otherwise.")
+@cli.command(cls=Command, help="Check stores: every item's checksum, NaN/inf, counts, shapes, offsets, metadata, "
+                               "missing or truncated chunks, completeness. Exit status 0 only when every store is "
+                               "sound; one line per problem, naming the store and the items, otherwise. "
+                               "STORES: " + STORES_HELP)
 @click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=str))
-def verify(stores: tuple[str, ...]) -> None:
+@verbosity_options
+@user_errors
+def verify(stores: tuple[str, ...], progress: bool) -> None:
     bad = 0
-    for path in stores:
+    for path in progress_iter(stores, enabled=progress and len(stores) > 1, desc="verify", unit="store"):
         problems = verify_store(path)
         if problems:
             bad += 1

@@ -1,6 +1,6 @@
 """The HDF5 backend (h5py): contiguous datasets, read with hyperslab selections that h5py does fast.
 
-Why contiguous and not chunked: a store is written once, by packing its finished journal (see store.py), so
+Why contiguous and not chunked: a store is written once, by packing its finished journal (see writer.py), so
 nothing needs resizable datasets. Measured on this project's machine (docs/cache.md, bench/cache_read.py),
 h5py's fancy selection `ds[sorted_idx]` on a chunked dataset costs ~4 s per 720-image batch, but on a
 contiguous dataset it is the fastest HDF5 path (~50 ms); whole-array slices stream at disk speed.
@@ -14,10 +14,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .backend import Backend, register
+from .errors import REEXTRACT, CorruptStore, StoreError
+from .layout import SUFFIX_FORMAT
 from .rawio import RawRows
-from .store import StoreError
 
-_ATTRS = ("committed", "complete", "modality", "dim", "positions", "format_version")
+NAME = "hdf5"
+_ATTRS = ("committed", "complete", "modality", "dim", "positions", "format_version", "format")
 
 
 class HDF5Writer:
@@ -51,6 +54,11 @@ def create(path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], a
     return HDF5Writer(Path(path), shape, columns, attrs)
 
 
+def _attr(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class HDF5Reader:
     """One finished .h5 store file opened for reading."""
 
@@ -60,22 +68,43 @@ class HDF5Reader:
             self._f = h5py.File(self.path, "r")
         except OSError as e:
             raise StoreError(f"{self.path} is not a readable HDF5 store ({e}); delete it and extract again") from None
-        a = self._f.attrs
-        if "provenance" not in a or "features" not in self._f:
+        try:
+            a = self._f.attrs
+            if "provenance" not in a or not isinstance(self._f.get("features"), h5py.Dataset):
+                raise StoreError(f"{self.path} is an HDF5 file but not a vgsme store (no provenance/features)")
+            self.attrs: dict[str, Any] = {k: _attr(a[k]) for k in _ATTRS if k in a}
+            try:
+                self.attrs["provenance"] = json.loads(_attr(a["provenance"]))
+            except (TypeError, ValueError) as e:
+                raise CorruptStore(f"{self.path}: provenance is not JSON ({e}); {REEXTRACT}") from None
+            if self.attrs.get("format", NAME) != NAME:
+                raise CorruptStore(f"{self.path}: an HDF5 file whose format attribute says {self.attrs['format']!r}; "
+                                   f"{REEXTRACT}")
+            self.attrs["complete"] = bool(self.attrs.get("complete", False))
+            if self.attrs.get("positions") == 0:
+                self.attrs["positions"] = None
+            self._ds = self._f["features"]
+            self.features_shape = tuple(int(s) for s in self._ds.shape)
+            self.features_dtype = np.dtype(self._ds.dtype)
+            self._raw = _raw_rows(self.path, self._ds)
+        except BaseException:
             self._f.close()
-            raise StoreError(f"{self.path} is an HDF5 file but not a vgsme store (no provenance/features)")
-        self.attrs: dict[str, Any] = {k: (a[k].item() if hasattr(a[k], "item") else a[k]) for k in _ATTRS if k in a}
-        self.attrs["provenance"] = json.loads(a["provenance"])
-        self.attrs["complete"] = bool(self.attrs.get("complete", False))
-        if self.attrs.get("positions") == 0:
-            self.attrs["positions"] = None
-        self._ds = self._f["features"]
-        self.features_shape = tuple(int(s) for s in self._ds.shape)
-        self._raw = _raw_rows(self.path, self._ds)
-        self.features_dtype = np.dtype(self._ds.dtype)
+            raise
+
+    def has_column(self, name: str) -> bool:
+        return isinstance(self._f.get(name), h5py.Dataset)
 
     def column(self, name: str) -> np.ndarray:
-        return self._f[name][()]
+        return np.asarray(self._f[name][()])
+
+    def damage(self) -> list[str]:
+        """A file cut short: the features dataset must lie wholly inside the file."""
+        offset = self._ds.id.get_offset()
+        need = 0 if offset is None else offset + self._ds.id.get_storage_size()
+        have = self.path.stat().st_size
+        if need > have:
+            return [f"file truncated: {have} bytes, the features end at byte {need}"]
+        return []
 
     def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
         if stop <= start:
@@ -113,11 +142,20 @@ def _raw_rows(path: Path, ds: h5py.Dataset) -> RawRows | None:
     """Positioned reads straight from the file when the dataset is plain contiguous little-endian float16."""
     offset = ds.id.get_offset()
     plain = (ds.chunks is None and ds.compression is None and not ds.external and offset is not None
-             and ds.dtype == np.dtype("<f2"))
+             and ds.dtype == np.dtype("<f2") and len(ds.shape) >= 1)
     if not plain:
         return None
-    return RawRows(lambda _k: path, offset, max(1, ds.shape[0]), ds.shape[1:], ds.shape[0])
+    return RawRows(lambda _k: path, offset, max(1, ds.shape[0]), ds.shape[1:], ds.shape[0], store=path)
+
+
+def recognises(path: Path) -> bool:
+    """An HDF5 file by its signature (h5py also finds one behind a user block)."""
+    return Path(path).is_file() and h5py.is_hdf5(str(path))
 
 
 def open_reader(path: Path) -> HDF5Reader:
     return HDF5Reader(path)
+
+
+BACKEND = register(Backend(NAME, "HDF5", tuple(s for s, f in SUFFIX_FORMAT.items() if f == NAME), recognises,
+                           create, open_reader))

@@ -1,54 +1,43 @@
-"""A whole store resident in RAM (optionally pinned) or on a GPU, and the batch gather that training calls.
+"""A whole store resident in RAM (optionally pinned) or on a GPU, and the batch gather that training and
+the analyses call: the one gather path of the project.
+
+Storage dtype, chosen at load: float16 as stored; bfloat16, converted once in place chunk by chunk; or
+float32. Why bf16 in memory: under bf16 autocast every gathered float16 batch would be cast fp16 → bf16
+before the input projection, and that cast measured 4× the cost of the bf16 matmul itself on this CPU
+(65 vs 16 ms for 256 images). Converting once gives the projection the very values autocast would have
+given it, at no extra memory.
 
 The hot path has no Python loop per item. Audio: one (B, T_max) matrix of frame numbers is built from the
 offsets and lengths, padding positions point at an extra all-zero row kept after the last frame, and the
 rows are gathered in one call. On CPU that call is `np.take(..., out=, mode="clip")` on numpy views of the
-tensors: measured on this project's machine, `torch.index_select` on a large float16 tensor with two
-threads took anywhere from 20 ms to 4.9 s for the same batch, and numpy's default `mode="raise"` buffers
-the output (99 ms instead of 26 ms). Indices are bounds-checked before, so "clip" never hides an error.
-One `np.take` copies at a single core's memory bandwidth; `np.take` releases the GIL, so a large gather is
-split into one slice per core on a small thread pool (720 images: 28.7 → 15.8 ms here).
-On CUDA plain tensor indexing is used.
+tensors (int16 views for the 2-byte dtypes: numpy has no bf16): measured on this project's machine,
+`torch.index_select` on a large float16 tensor with two threads took anywhere from 20 ms to 4.9 s for the
+same batch, and numpy's default `mode="raise"` buffers the output (99 ms instead of 26 ms). Indices are
+bounds-checked before, so "clip" never hides an error. The gather is single-threaded: a copy split over
+a thread pool made repeated demo trainings drift in the 4th decimal, and training must be bit-for-bit
+repeatable per seed. On CUDA `index_select` is used.
 """
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .store import FeatureStore
+    from .reader import FeatureStore
 
 log = logging.getLogger(__name__)
 
-PARALLEL_TAKE_BYTES = 8 << 20  # below this a single np.take is as fast as a split one
-
-
-@cache
-def _take_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="vgsme-take")
-
-
-def take_rows(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
-    """out[:] = src[idx] along axis 0, split over the cores when the copy is large."""
-    workers = os.cpu_count() or 1
-    if workers == 1 or out.nbytes < PARALLEL_TAKE_BYTES or len(idx) < 2 * workers:
-        np.take(src, idx, axis=0, out=out, mode="clip")
-        return
-    bounds = np.linspace(0, len(idx), workers + 1).astype(int)
-    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    list(_take_pool().map(lambda part: np.take(src, idx[part], axis=0, out=out[part], mode="clip"), parts))
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+CONVERT_ELEMENTS = 1 << 22  # values converted per step of the in-place float16 → bfloat16 conversion
 
 
 @dataclass(eq=False)
 class InMemoryFeatures:
-    """Features as torch float16 tensors on one device.
+    """Features as torch tensors of one dtype on one device.
 
     Audio: `frames_padded` (F + 1, D), the last row all zeros (the target of padding positions),
     `offsets` and `lengths` (N,) int64. Images: `frames_padded` is (N, P, D) and `offsets` is None.
@@ -63,13 +52,12 @@ class InMemoryFeatures:
     def __post_init__(self) -> None:
         self._lengths_np = self.lengths.cpu().numpy().astype(np.int64)
         self._offsets_np = None if self.offsets is None else self.offsets.cpu().numpy().astype(np.int64)
-        self._max_len = int(self._lengths_np.max(initial=0))
 
     # -- construction
     @classmethod
     def from_numpy(cls, modality: str, features: np.ndarray, lengths: np.ndarray | None = None,
-                   offsets: np.ndarray | None = None, device: str | torch.device = "cpu",
-                   pin: bool = False) -> "InMemoryFeatures":
+                   offsets: np.ndarray | None = None, device: str | torch.device = "cpu", pin: bool = False,
+                   dtype: torch.dtype | None = None) -> "InMemoryFeatures":
         """From a concatenated audio frames array (F, D) with offsets and lengths, or an (N, P, D) image array."""
         if modality == "audio":
             if lengths is None or offsets is None:
@@ -82,25 +70,29 @@ class InMemoryFeatures:
             host = _empty(features.shape, pin)
             host.numpy()[...] = features
             lengths = np.full(features.shape[0], features.shape[1], np.int64) if lengths is None else lengths
-        return cls._finish(modality, host, lengths, offsets, device)
+        return cls._finish(modality, _convert(host, _dtype(dtype)), lengths, offsets, device)
 
     @classmethod
-    def from_store(cls, store: "FeatureStore", device: str | torch.device = "cpu", pin: bool = False) -> "InMemoryFeatures":
-        """Read a whole store in big contiguous slices straight into the tensor's memory."""
-        device = torch.device(device)
+    def from_store(cls, store: "FeatureStore", device: str | torch.device = "cpu", pin: bool = False,
+                   dtype: torch.dtype | None = None) -> "InMemoryFeatures":
+        """Read a whole store in big slices of whole items, each checked against its checksums, straight into
+        the tensor's memory (float16 and bfloat16) or through a slice buffer (float32, CUDA)."""
+        device, dtype = torch.device(device), _dtype(dtype)
         rows = store.total_frames
         shape = (rows + 1, store.dim) if store.modality == "audio" else (rows, store.positions, store.dim)
-        if device.type == "cpu":
+        if device.type == "cpu" and dtype != torch.float32:
             host = _empty(shape, pin)
             store.read_all_into(host.numpy()[:rows])
             if store.modality == "audio":
                 host[rows] = 0
-            return cls._finish(store.modality, host, store.lengths, store.offsets, device)
-        # an accelerator: stream slices through host memory rather than holding the whole store there too
-        dev = torch.zeros(shape, dtype=torch.float16, device=device)
+            return cls._finish(store.modality, _convert(host, dtype), store.lengths, store.offsets, device)
+        # float32, or an accelerator: slices pass through host memory rather than the whole store twice
+        frames = _empty(shape, pin, dtype) if device.type == "cpu" else torch.empty(shape, dtype=dtype, device=device)
         for start, block in store.iter_rows():
-            dev[start:start + len(block)].copy_(torch.from_numpy(block))
-        return cls._finish(store.modality, dev, store.lengths, store.offsets, device)
+            frames[start:start + len(block)].copy_(torch.from_numpy(block))
+        if store.modality == "audio":
+            frames[rows] = 0
+        return cls._finish(store.modality, frames, store.lengths, store.offsets, device)
 
     @classmethod
     def _finish(cls, modality: str, frames: torch.Tensor, lengths: np.ndarray, offsets: np.ndarray | None,
@@ -120,6 +112,10 @@ class InMemoryFeatures:
         return int(self.frames_padded.shape[-1])
 
     @property
+    def dtype(self) -> torch.dtype:
+        return self.frames_padded.dtype
+
+    @property
     def device(self) -> torch.device:
         return self.frames_padded.device
 
@@ -130,20 +126,11 @@ class InMemoryFeatures:
 
     @property
     def max_length(self) -> int:
-        return self._max_len
+        return int(self._lengths_np.max(initial=0))
 
     @property
     def nbytes(self) -> int:
-        return self.frames_padded.numel() * 2
-
-    def new_buffer(self, max_items: int) -> torch.Tensor:
-        """A reusable output buffer for `gather(..., out=)` big enough for `max_items` items of any length.
-
-        Reusing one (or two, alternating) saves allocating and first-touching ~190 MB per training batch,
-        which measured 17-56 ms here.
-        """
-        per_item = self._max_len * self.dim if self.modality == "audio" else self.frames_padded[0].numel()
-        return torch.empty(max_items * per_item, dtype=torch.float16, device=self.device)
+        return self.frames_padded.numel() * self.frames_padded.element_size()
 
     # -- gather
     def _index(self, index: torch.Tensor | np.ndarray | list[int]) -> np.ndarray:
@@ -153,55 +140,52 @@ class InMemoryFeatures:
             raise IndexError(f"item indices must lie in [0, {len(self)}); got {idx.min()}..{idx.max()}")
         return idx
 
-    def _output(self, shape: tuple[int, ...], out: torch.Tensor | None) -> torch.Tensor:
-        n = int(np.prod(shape))
-        if out is None:
-            return torch.empty(shape, dtype=torch.float16, device=self.device)
-        if out.dtype != torch.float16 or out.device != self.device or out.numel() < n or not out.is_contiguous():
-            raise ValueError(f"out must be a contiguous float16 tensor on {self.device} with >= {n} elements "
-                             f"(use new_buffer); got {out.dtype}, {out.device}, {out.numel()}")
-        return out.view(-1)[:n].view(shape)
+    def _take(self, rows: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+        """frames_padded[rows] reshaped to `shape`, in one single-threaded call."""
+        src = self.frames_padded
+        if src.device.type != "cpu":
+            return src.index_select(0, torch.as_tensor(rows, device=src.device)).view(shape)
+        x = torch.empty(shape, dtype=src.dtype)
+        view = (lambda t: t.view(torch.int16).numpy()) if src.element_size() == 2 else (lambda t: t.numpy())
+        np.take(view(src), rows, axis=0, out=view(x).reshape((len(rows),) + tuple(src.shape[1:])), mode="clip")
+        return x
 
-    def gather(self, index: torch.Tensor | np.ndarray | list[int], out: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features of the items `index`, in that order: x (B, T_max, D) float16 and pad (B, T_max) bool,
-        True at padding (pad is None for images). With `out` (from `new_buffer`) x is a view of it."""
+    def gather(self, index: torch.Tensor | np.ndarray | list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features of the items `index`, in that order: x (B, T_max, D) in the storage dtype and pad
+        (B, T_max) bool, True at padding, where x is all zeros (pad is None for images)."""
         idx = self._index(index)
         if self.modality == "image":
-            x = self._output((len(idx),) + tuple(self.frames_padded.shape[1:]), out)
-            if self.device.type == "cpu":
-                take_rows(self.frames_padded.numpy(), idx, x.numpy())
-            else:
-                torch.index_select(self.frames_padded, 0, torch.as_tensor(idx, device=self.device), out=x)
-            return x, None
+            return self._take(idx, (len(idx),) + tuple(self.frames_padded.shape[1:])), None
         lens = self._lengths_np[idx]
-        t_max = int(lens.max(initial=0))
-        steps = np.arange(t_max)
+        steps = np.arange(int(lens.max(initial=0)))
         pad = steps[None, :] >= lens[:, None]
-        frame_idx = np.where(pad, len(self.frames_padded) - 1, self._offsets_np[idx][:, None] + steps[None, :])
-        x = self._output((len(idx), t_max, self.dim), out)
-        if self.device.type == "cpu":
-            take_rows(self.frames_padded.numpy(), frame_idx.reshape(-1), x.numpy().reshape(-1, self.dim))
-            return x, torch.from_numpy(pad)
-        fi = torch.as_tensor(frame_idx.reshape(-1), device=self.device)
-        torch.index_select(self.frames_padded, 0, fi, out=x.view(-1, self.dim))
-        return x, torch.as_tensor(pad, device=self.device)
-
-    def gather_mean(self, index: torch.Tensor | np.ndarray | list[int], batch: int = 256) -> torch.Tensor:
-        """Time- (or position-) averaged features of the items, (B, D) float32: the raw-feature baseline."""
-        idx = self._index(index)
-        parts = []
-        for a in range(0, len(idx), batch):
-            sub = idx[a:a + batch]
-            x, _ = self.gather(sub)
-            # padding rows are zeros, so a plain sum over time divided by the true length is the mean
-            n = torch.as_tensor(self._lengths_np[sub], dtype=torch.float32, device=self.device)
-            parts.append(x.float().sum(1) / n[:, None])
-        return torch.cat(parts) if parts else torch.zeros((0, self.dim), device=self.device)
+        rows = np.where(pad, len(self.frames_padded) - 1, self._offsets_np[idx][:, None] + steps[None, :])
+        x = self._take(rows.reshape(-1), (len(idx), len(steps), self.dim))
+        return x, torch.from_numpy(pad).to(self.device)
 
 
-def _empty(shape: tuple[int, ...], pin: bool) -> torch.Tensor:
+def _dtype(dtype: torch.dtype | None) -> torch.dtype:
+    dtype = torch.float16 if dtype is None else dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"features can be held as {', '.join(map(str, DTYPES))}, not {dtype}")
+    return dtype
+
+
+def _convert(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float16 tensor as `dtype`: bfloat16 in place (same memory, a few rows at a time), float32 by copy."""
+    if dtype == torch.float16:
+        return frames
+    if dtype == torch.float32:
+        return frames.float()
+    flat = frames.view(-1)
+    out = flat.view(torch.bfloat16)
+    for start in range(0, len(flat), CONVERT_ELEMENTS):
+        out[start:start + CONVERT_ELEMENTS] = flat[start:start + CONVERT_ELEMENTS].to(torch.bfloat16)
+    return out.view(frames.shape)
+
+
+def _empty(shape: tuple[int, ...], pin: bool, dtype: torch.dtype = torch.float16) -> torch.Tensor:
     if pin and not torch.cuda.is_available():
         log.warning("pin=True ignored: pinned memory needs CUDA, which this torch build or machine lacks")
         pin = False
-    return torch.empty(shape, dtype=torch.float16, pin_memory=pin)
+    return torch.empty(shape, dtype=dtype, pin_memory=pin)

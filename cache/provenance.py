@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Mapping
 
-FORMAT_VERSION = 1
-MODALITIES = ("audio", "image")
+from .vocab import MODALITIES
+
+# 2: per-item CRC-32C `checksums` and the `format` attribute (cache/integrity.py). Stores of another
+# format are refused with "re-extract it".
+FORMAT_VERSION = 2
 
 # Fields that record when and by what the store was written: they never decide reuse.
 _INFORMATIONAL = ("created", "package_version")

@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import REEXTRACT, CorruptStore
+
 THREADS = 8
 PIECE_BYTES = 16 << 20  # long ranges are split so that several threads copy (and fault in) memory at once
 _pool: ThreadPoolExecutor | None = None
@@ -29,19 +31,22 @@ def _executor() -> ThreadPoolExecutor:
     return _pool
 
 
-def _pread_into(path: Path | None, offset: int, dest: np.ndarray) -> None:
-    """Fill `dest` (C-contiguous) with the bytes at `offset` of `path`; a missing chunk file reads as zeros."""
-    if path is None or not path.exists():
-        dest[...] = 0
-        return
+def _pread_into(path: Path, offset: int, dest: np.ndarray, store: Path) -> None:
+    """Fill `dest` (C-contiguous) with the bytes at `offset` of `path`. A missing file or one too short is a
+    `CorruptStore` naming the store and the file: never zeros or a partial row (a backend that may leave
+    chunks unwritten must not use these reads)."""
     view = memoryview(dest).cast("B")
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise CorruptStore(f"{store}: {path.relative_to(store) if path != store else path.name} is missing; "
+                           f"{REEXTRACT}") from None
     try:
         done = 0
         while done < len(view):
             n = os.preadv(fd, [view[done:]], offset + done)
             if n <= 0:
-                raise OSError(f"{path}: short read at byte {offset + done} (file truncated?)")
+                raise CorruptStore(f"{store}: {path.name} is truncated (no bytes at {offset + done}); {REEXTRACT}")
             done += n
     finally:
         os.close(fd)
@@ -51,20 +56,21 @@ class RawRows:
     """Rows of shape `row_shape` (float16), row r in `file_of(r // rows_per_file)` at
     `base + (r % rows_per_file) * row_bytes`."""
 
-    def __init__(self, file_of: Callable[[int], Path | None], base: int, rows_per_file: int,
-                 row_shape: tuple[int, ...], n_rows: int):
+    def __init__(self, file_of: Callable[[int], Path], base: int, rows_per_file: int,
+                 row_shape: tuple[int, ...], n_rows: int, store: Path):
         self.file_of, self.base, self.rows_per_file = file_of, int(base), int(rows_per_file)
+        self.store = Path(store)
         self.row_bytes = int(np.prod(row_shape)) * 2
         self.n_rows = int(n_rows)
         self.rows_per_piece = max(1, PIECE_BYTES // max(1, self.row_bytes))
 
-    def _pieces(self, start: int, stop: int, dest: np.ndarray) -> list[tuple[Path | None, int, np.ndarray]]:
+    def _pieces(self, start: int, stop: int, dest: np.ndarray) -> list[tuple[Path, int, np.ndarray, Path]]:
         out = []
         r = start
         while r < stop:
             k, within = divmod(r, self.rows_per_file)
             end = min(stop, (k + 1) * self.rows_per_file, r + self.rows_per_piece)
-            out.append((self.file_of(k), self.base + within * self.row_bytes, dest[r - start:end - start]))
+            out.append((self.file_of(k), self.base + within * self.row_bytes, dest[r - start:end - start], self.store))
             r = end
         return out
 

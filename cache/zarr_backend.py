@@ -5,9 +5,15 @@ batches slower than the per-item HDF5 reference (docs/cache.md). Training loads 
 which reads whole chunks in order; chunks of ~8 MiB make that stream at disk speed. Random reads of a few
 items then read whole chunks, which is the price of this backend: prefer HDF5 or `load()` for them.
 Compression is off: it slowed every measured read and saved little on audio features.
+
+Every chunk is written, even one equal to the fill value (`write_empty_chunks`): zarr would otherwise
+leave it out and read it back as fill values, so a deleted chunk could not be told from a zero one. The
+reader therefore requires every chunk file of every array, at its full size.
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +23,14 @@ from zarr.codecs import BytesCodec
 from zarr.codecs.bytes import Endian
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
 
+from .backend import Backend, register
+from .errors import StoreError
+from .layout import SUFFIX_FORMAT
 from .rawio import RawRows
-from .store import StoreError
 
+NAME = "zarr"
 CHUNK_BYTES = 8 << 20
+_CONFIG = {"write_empty_chunks": True}
 
 
 def rows_per_chunk(row_shape: tuple[int, ...], chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -33,13 +43,15 @@ class ZarrWriter:
 
     def __init__(self, path: Path, shape: tuple[int, ...], columns: dict[str, np.ndarray], attrs: dict[str, Any]):
         self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        self._rows = rows_per_chunk(shape[1:])
+        self._rows = rows_per_chunk(shape[1:], CHUNK_BYTES)
         self._arr = self._group.create_array("features", shape=shape, dtype="float16",
-                                             chunks=(self._rows,) + tuple(shape[1:]), compressors=None, fill_value=0)
+                                             chunks=(self._rows,) + tuple(shape[1:]), compressors=None, fill_value=0,
+                                             config=_CONFIG)
         for name, values in columns.items():
             parent, _, leaf = name.rpartition("/")
             g = self._group.require_group(parent) if parent else self._group
-            g.create_array(leaf, data=values, compressors=None, chunks=tuple(max(1, d) for d in values.shape))
+            g.create_array(leaf, data=values, compressors=None, chunks=tuple(max(1, d) for d in values.shape),
+                           config=_CONFIG)
         self._attrs = dict(attrs)
         self._group.attrs.update(self._attrs)
         self._buf: list[np.ndarray] = []
@@ -87,15 +99,36 @@ class ZarrReader:
         except Exception as e:  # zarr raises several types for a folder that is not a group
             raise StoreError(f"{self.path} is not a readable Zarr store ({e}); delete it and extract again") from None
         self.attrs: dict[str, Any] = dict(self._group.attrs)
-        if "provenance" not in self.attrs:
-            raise StoreError(f"{self.path} is a Zarr group but not a vgsme store (no provenance)")
+        if "provenance" not in self.attrs or not isinstance(self._arr, zarr.Array):
+            raise StoreError(f"{self.path} is a Zarr group but not a vgsme store (no provenance/features)")
+        if self.attrs.get("format", NAME) != NAME:
+            raise StoreError(f"{self.path}: a Zarr group whose format attribute says {self.attrs['format']!r}")
         self.attrs["complete"] = bool(self.attrs.get("complete", False))
         self.features_shape = tuple(int(s) for s in self._arr.shape)
-        self._raw = _raw_rows(self.path, self._arr)
         self.features_dtype = np.dtype(self._arr.dtype)
+        self._raw = _raw_rows(self.path, self._arr)
+
+    def has_column(self, name: str) -> bool:
+        try:
+            return isinstance(self._group[name], zarr.Array)
+        except KeyError:
+            return False
 
     def column(self, name: str) -> np.ndarray:
         return np.asarray(self._group[name][...])
+
+    def damage(self) -> list[str]:
+        """Every chunk file of every array must exist, at its full size when the chunks are plain bytes."""
+        out = []
+        for name, arr in [("features", self._arr)] + list(_columns(self._group)):
+            missing, short = _chunk_damage(self.path / name, arr)
+            if missing:
+                out.append(f"{name}: {len(missing)} chunk file(s) missing ({', '.join(missing[:5])}"
+                           + (" ..." if len(missing) > 5 else "") + ")")
+            if short:
+                out.append(f"{name}: {len(short)} chunk file(s) truncated ({', '.join(short[:5])}"
+                           + (" ..." if len(short) > 5 else "") + ")")
+        return out
 
     def read_rows_into(self, start: int, stop: int, out: np.ndarray) -> None:
         if stop <= start:
@@ -132,13 +165,46 @@ class ZarrReader:
         pass
 
 
+def _columns(group: zarr.Group, prefix: str = ""):
+    """(name, array) of every array in the group but `features`, recursively."""
+    for key, member in group.members():
+        name = f"{prefix}{key}"
+        if isinstance(member, zarr.Group):
+            yield from _columns(member, name + "/")
+        elif name != "features":
+            yield name, member
+
+
+def _chunk_damage(folder: Path, arr: zarr.Array) -> tuple[list[str], list[str]]:
+    """Chunk keys (under the default `c/...` encoding) whose file is missing, and those shorter than a chunk."""
+    key = getattr(arr.metadata, "chunk_key_encoding", None)
+    if not isinstance(key, DefaultChunkKeyEncoding):
+        return [], []
+    grid = [math.ceil(s / c) for s, c in zip(arr.shape, arr.chunks)]
+    full = int(np.prod(arr.chunks)) * np.dtype(arr.dtype).itemsize if _plain_bytes(arr) else None
+    missing, short = [], []
+    for index in np.ndindex(*grid):
+        rel = key.separator.join(("c",) + tuple(str(i) for i in index))
+        p = folder / rel
+        if not p.is_file():
+            missing.append(rel)
+        elif full is not None and p.stat().st_size < full:
+            short.append(rel)
+    return missing, short
+
+
+def _plain_bytes(arr: zarr.Array) -> bool:
+    codecs = getattr(arr.metadata, "codecs", ())
+    return len(codecs) == 1 and isinstance(codecs[0], BytesCodec)
+
+
 def _raw_rows(path: Path, arr: zarr.Array) -> RawRows | None:
     """Positioned reads inside the chunk files when chunks are plain little-endian float16 bytes, split
     along the first axis only, under the default `c/i/0/...` chunk keys; None otherwise (zarr reads then)."""
     meta = arr.metadata
     codecs = getattr(meta, "codecs", ())
     key = getattr(meta, "chunk_key_encoding", None)
-    plain = (len(codecs) == 1 and isinstance(codecs[0], BytesCodec) and codecs[0].endian in (Endian.little, None)
+    plain = (_plain_bytes(arr) and codecs[0].endian in (Endian.little, None)
              and isinstance(key, DefaultChunkKeyEncoding) and key.separator == "/"
              and tuple(arr.chunks[1:]) == tuple(arr.shape[1:]) and np.dtype(arr.dtype) == np.dtype("<f2")
              and (path / "features" / "zarr.json").exists())
@@ -146,8 +212,22 @@ def _raw_rows(path: Path, arr: zarr.Array) -> RawRows | None:
         return None
     tail = "/0" * (len(arr.shape) - 1)
     folder = path / "features" / "c"
-    return RawRows(lambda k: folder / f"{k}{tail}", 0, arr.chunks[0], arr.shape[1:], arr.shape[0])
+    return RawRows(lambda k: folder / f"{k}{tail}", 0, arr.chunks[0], arr.shape[1:], arr.shape[0], store=path)
+
+
+def recognises(path: Path) -> bool:
+    """A Zarr v3 group: a folder with a `zarr.json` that says so."""
+    meta = Path(path) / "zarr.json"
+    try:
+        doc = json.loads(meta.read_text()) if meta.is_file() else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("zarr_format") == 3 and doc.get("node_type") == "group"
 
 
 def open_reader(path: Path) -> ZarrReader:
     return ZarrReader(path)
+
+
+BACKEND = register(Backend(NAME, "Zarr", tuple(s for s, f in SUFFIX_FORMAT.items() if f == NAME), recognises,
+                           create, open_reader))

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import cache
+from cache.memory import InMemoryFeatures
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
 from cache.atomic import atomic_write
@@ -35,58 +36,13 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-class ResidentFeatures:
-    """One store's features in memory in the dtype the heads' matmuls read, gathered by index.
-
-    `cache.memory.InMemoryFeatures` holds float16. Under bf16 autocast every gathered batch would be cast
-    fp16 → bf16 before the input projection, and that cast measured 4× the cost of the bf16 matmul itself
-    on this CPU (65 vs 16 ms for 256 images). So for bf16 runs the store is converted once, in place
-    (chunk by chunk in the same memory), and batches are gathered as bf16: the projection then sees the
-    very values autocast would have given it. The gather mirrors InMemoryFeatures.gather: padding
-    positions point at the all-zero row after the last frame; numpy `take` on int16 views (numpy has no
-    bf16) on CPU, `index_select` on CUDA.
-    """
-
-    def __init__(self, mem, dtype: torch.dtype):
-        self.modality = mem.modality
-        self.frames = mem.frames_padded
-        if dtype == torch.bfloat16:
-            flat = self.frames.view(len(self.frames), -1)
-            for start in range(0, len(flat), 4096):
-                flat[start: start + 4096].view(torch.bfloat16).copy_(flat[start: start + 4096])
-            self.frames = self.frames.view(torch.bfloat16)
-        self.lengths = mem.lengths.cpu().numpy().astype(np.int64)
-        self.offsets = None if mem.offsets is None else mem.offsets.cpu().numpy().astype(np.int64)
-
-    def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, T_max, D) and pad (B, T_max), True at padding (None for images), for item indices `index`."""
-        idx = index.cpu().numpy()
-        if self.modality == "image":
-            rows, shape, pad = idx, (len(idx),) + tuple(self.frames.shape[1:]), None
-        else:
-            lens = self.lengths[idx]
-            steps = np.arange(int(lens.max(initial=0)))
-            pad = steps[None, :] >= lens[:, None]
-            rows = np.where(pad, len(self.frames) - 1, self.offsets[idx][:, None] + steps[None, :]).reshape(-1)
-            shape = (len(idx), len(steps), self.frames.shape[-1])
-            pad = torch.from_numpy(pad).to(self.frames.device)
-        if self.frames.device.type == "cpu":
-            x = torch.empty(shape, dtype=self.frames.dtype)
-            as_int = lambda t: t.view(torch.int16).numpy()
-            np.take(as_int(self.frames), rows, axis=0, out=as_int(x).reshape((len(rows),) + self.frames.shape[1:]),
-                    mode="clip")
-        else:
-            x = self.frames.index_select(0, torch.as_tensor(rows, device=self.frames.device)).view(shape)
-        return x, pad
-
-
 class LoadedStores:
     """Stores opened, and loaded into memory, once per process: the runs of a sweep share them."""
 
     def __init__(self, device: str):
         self.device = device
         self._stores: dict[tuple[str, ...], object] = {}
-        self._memory: dict[tuple, ResidentFeatures] = {}
+        self._memory: dict[tuple, InMemoryFeatures] = {}
 
     def store(self, paths: list[str]):
         """The `cache.FeatureStore` of one store (its shards as one), opened once."""
@@ -95,13 +51,13 @@ class LoadedStores:
             self._stores[key] = cache.open_store([Path(p) for p in paths])
         return self._stores[key]
 
-    def memory(self, paths: list[str], precision: str) -> ResidentFeatures:
+    def memory(self, paths: list[str], precision: str) -> InMemoryFeatures:
         """Its features in RAM (CPU runs) or in GPU memory (CUDA runs), loaded once per storage dtype:
-        bf16 for bf16 runs, else float16 as stored."""
+        bf16 for bf16 runs (see `cache.memory` for why), else float16 as stored."""
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         key = (tuple(str(p) for p in paths), dtype)
         if key not in self._memory:
-            self._memory[key] = ResidentFeatures(self.store(paths).load(device=self.device), dtype)
+            self._memory[key] = self.store(paths).load(device=self.device, dtype=dtype)
         return self._memory[key]
 
 
@@ -135,7 +91,7 @@ class AudioPool:
 @dataclass
 class TrainingData:
     audio: AudioPool
-    image: ResidentFeatures
+    image: InMemoryFeatures
     train: EpisodeSampler
     valid: EpisodeSampler
     provenance: dict
