@@ -87,6 +87,11 @@ class Provenance:
             kw["shard"] = tuple(kw["shard"])
         return cls(**kw)
 
+    def identity(self) -> dict[str, Any]:
+        """`to_dict()` without the fields that only record when and by what the store was written: what a
+        store's content fingerprint covers, so a rebuild that gives the same bytes keeps its fingerprint."""
+        return {k: v for k, v in self.to_dict().items() if k not in _INFORMATIONAL}
+
     def replace(self, **changes: Any) -> "Provenance":
         return dataclasses.replace(self, **changes)
 

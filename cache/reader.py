@@ -75,9 +75,10 @@ class FeatureStore:
         It covers the provenance, the item table, the lengths and every item's CRC-32C of its feature bytes,
         so it changes with any feature, not only with the inputs. Runs record it for every store they train
         on, and analyses key their caches by it, so a store rebuilt from a changed corpus or encoder is
-        noticed downstream. Shards are fingerprinted as the whole store they form.
+        noticed downstream. Shards are fingerprinted as the whole store they form. When and by which package
+        version the store was written is left out: an identical rebuild is not a change.
         """
-        return sha256_json({"provenance": self.provenance.to_dict(),
+        return sha256_json({"provenance": self.provenance.identity(),
                             "items": {c: v.tolist() for c, v in self.items.columns().items()},
                             "lengths": self.lengths.tolist(), "checksums": self.checksums.tolist()})
 

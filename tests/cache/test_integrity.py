@@ -241,6 +241,10 @@ def test_fingerprint_covers_feature_bytes(tmp_path):
     c = write_synthetic_store(tmp_path / "c.h5", "image", items, feats, provenance=prov)
     fa, fb, fc = (open_store(p).fingerprint for p in (a, b, c))
     assert fa == fb != fc
+    # rebuilt later from the same inputs (another `created` time): same bytes, same fingerprint
+    rebuilt = write_synthetic_store(tmp_path / "d.h5", "image", items, feats, provenance=prov.replace(
+        created="2030-01-01T00:00:00+00:00"))
+    assert open_store(rebuilt).fingerprint == fc
 
 
 def test_cli_answers_help():
