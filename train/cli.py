@@ -74,6 +74,9 @@ from train.sweep import plan_sweep  # noqa: E402
 @click.option("--vocab-size", "vocab_sizes", multiple=True, metavar="N...",
               help="Train on N familiar concepts (a seeded subset, nested across N; validation uses the same ones; "
               "recorded as `vocabulary` in config.json) [default: all].")
+@click.option("--save-epochs", is_flag=True, help="Also keep the weights at initialisation and after every epoch "
+              "(epochs/epoch-000.safetensors, epoch-001, ...) to score learning trajectories; never used to "
+              "choose the run's checkpoint (best.safetensors stays the lowest validation loss).")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
               help="Autocast precision (fp32 master weights either way).")
 @click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}.")
@@ -93,7 +96,7 @@ from train.sweep import plan_sweep  # noqa: E402
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
-                progress) -> None:
+                save_epochs, progress) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -109,7 +112,8 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                       negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
                       equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
-                                                split_values(fractions), split_values(vocab_sizes)))
+                                                split_values(fractions), split_values(vocab_sizes)),
+                      save_epochs=save_epochs)
     first = plan.runs[0]
     for width, count in plan.parameter_counts().items():
         click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)

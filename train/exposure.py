@@ -136,10 +136,11 @@ class Exposure:
         return sorted(vocabulary[k] for k in order[: self.vocab_size])
 
     def training_tokens(self, concepts: np.ndarray, keep: np.ndarray, langs: np.ndarray, seed: int) -> np.ndarray:
-        """`keep` (the familiar training tokens; `langs`: each token's language name) cut to `data_fraction` of each (language, concept)'s tokens:
-        a prefix of one seeded permutation per (language, concept), at least one token each. The permutation
-        depends on the seed, the language, the concept and that language's tokens only, so a language keeps
-        the same tokens in a monolingual and a bilingual run, and across vocabulary sizes."""
+        """`keep` (the familiar training tokens; `langs`: each token's language name) cut to `data_fraction`
+        of each (language, concept)'s tokens: a prefix of one seeded permutation per (language, concept), at
+        least one token each. The permutation depends on the seed, the language, the concept and that
+        language's tokens only, so a language keeps the same tokens in a monolingual and a bilingual run, and
+        across vocabulary sizes."""
         keep = np.asarray(keep, dtype=bool)
         if self.data_fraction == 1:
             return keep.copy()

@@ -309,6 +309,8 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
         "parameter_count": model.parameter_count(), "steps_per_epoch": steps_per_epoch,
         "vocabulary": data.train.vocabulary, "train_audio": len(data.train.anchors),
         "valid_episodes": len(valid_episodes.audio)})
+    if config.save_epochs and not folder.state_path.exists():  # the trajectory's start, before any commit
+        save_weights(folder.epoch_checkpoint_path(0), model.state_dict())
 
     # resume from the last completed epoch
     state_path = folder.state_path
@@ -323,7 +325,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             torch.cuda.set_rng_state(state["cuda_rng"])
         metrics, best = state["metrics"], state["best"]
         log.info("%s: resuming after epoch %d", run_dir, len(metrics))
-        write_epoch_files(run_dir, model, metrics, best)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
 
     for epoch in range(len(metrics), config.epochs):
         started = time.perf_counter()
@@ -360,7 +362,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
                  "cuda_rng": torch.cuda.get_rng_state() if device_type == "cuda" else None,
                  "metrics": metrics, "best": best}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))  # the commit point of the epoch
-        write_epoch_files(run_dir, model, metrics, best)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
 
     folder.update(status="complete")
     return run_dir
@@ -379,12 +381,16 @@ def diverged(folder: RunFolder, config: RunConfig, where: str, which: str, value
                             f"Try {', or '.join(hints)}")
 
 
-def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict) -> None:
-    """metrics.csv and the two checkpoints, all derived from the committed state (so safe to redo)."""
+def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict,
+                      save_epochs: bool = False) -> None:
+    """metrics.csv and the two checkpoints (and, with `save_epochs`, the last committed epoch's weights), all
+    derived from the committed state (so safe to redo: a run killed before they were written rewrites them)."""
     folder = RunFolder(run_dir)
     folder.write_metrics(metrics)
     save_weights(folder.checkpoint_path("last"), model.state_dict())
     save_weights(folder.checkpoint_path("best"), best["weights"])
+    if save_epochs:
+        save_weights(folder.epoch_checkpoint_path(len(metrics)), model.state_dict())
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:

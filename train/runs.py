@@ -90,6 +90,7 @@ class RunConfig:
     device: str = "cpu"
     exclude_concepts: list[str] = field(default_factory=list)  # in no training or validation set
     exposure: Exposure = field(default_factory=Exposure)  # language shares, budget, onset, data, vocabulary
+    save_epochs: bool = False  # also keep the weights of every epoch (epochs/epoch-NNN.safetensors)
 
     def __post_init__(self) -> None:
         self.exclude_concepts = sorted(set(self.exclude_concepts))
@@ -363,6 +364,11 @@ class RunFolder:
         if name not in CHECKPOINTS:
             raise RunFolderError(f"checkpoint {name!r} is not one of {CHECKPOINTS}")
         return self.path / f"{name}.safetensors"
+
+    def epoch_checkpoint_path(self, epoch: int) -> Path:
+        """The weights after `epoch` (0: at initialisation) of a run trained with --save-epochs: a learning
+        trajectory to score, never used to choose the run's checkpoint."""
+        return self.path / "epochs" / f"epoch-{epoch:03d}.safetensors"
 
     @property
     def checkpoint(self) -> Path:

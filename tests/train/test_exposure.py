@@ -13,6 +13,7 @@ from tests.synthetic import FAMILIAR
 from train.cli import train_heads
 from train.exposure import DEFAULTS, Exposure, ExposureError, sweep_exposures
 from train.loop import LoadedStores, train_run
+from train.model import TwoTower
 from train.runs import RunFolder, read_metrics
 from train.schedule import make_schedule
 
@@ -162,7 +163,8 @@ def test_matched_run_has_the_monolingual_runs_steps(tiny_cache, tmp_path):
     stores = LoadedStores("cpu")
     runs = [train_run(tiny_config(tiny_cache, langs, epochs=1, exposure=exposure), tmp_path / name, stores,
                       progress=False)
-            for langs, exposure, name in [(("en",), Exposure(), "mono"), (("en", "fr"), Exposure(budget="matched"), "bi")]]
+            for langs, exposure, name in [(("en",), Exposure(), "mono"),
+                                          (("en", "fr"), Exposure(budget="matched"), "bi")]]
     mono, bi = (RunFolder.open(run).config for run in runs)
     assert mono["steps_per_epoch"] == bi["steps_per_epoch"] == -(-78 // 8)
     assert mono["exposure"] == DEFAULTS
@@ -196,3 +198,29 @@ def test_cli_ratio_sweep_and_clear_refusals(vgsme_home):
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     help_text = CliRunner().invoke(train_heads, ["--help"]).output
     assert "--equal-steps" in help_text and "with replacement" in help_text
+
+
+def test_save_epochs_keeps_a_consistent_trajectory(tiny_cache, tmp_path):
+    from safetensors.torch import load_file
+
+    stores = LoadedStores("cpu")
+    plain = train_run(tiny_config(tiny_cache, ("en",), epochs=2), tmp_path / "plain", stores, progress=False)
+    config = tiny_config(tiny_cache, ("en",), epochs=2, save_epochs=True)
+    folder = RunFolder.open(train_run(config, tmp_path / "traj", stores, progress=False))
+    assert folder.config["save_epochs"] is True and RunFolder.open(plain).config["save_epochs"] is False
+    assert sorted(p.name for p in (folder.path / "epochs").iterdir()) == [f"epoch-00{k}.safetensors" for k in range(3)]
+    drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert drop(read_metrics(folder.path)) == drop(read_metrics(plain))  # saving changes no number
+    weights = {k: load_file(folder.epoch_checkpoint_path(k)) for k in range(3)}
+    torch.manual_seed(config.seed)
+    initial = TwoTower(config.audio_dim, config.image_dim, config.width, config.logit_mode, dropout=config.dropout)
+    same = lambda a, b: a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(weights[0], {k: v.contiguous() for k, v in initial.state_dict().items()})
+    assert same(weights[2], load_file(folder.checkpoint_path("last")))
+    assert same(weights[folder.best_epoch], load_file(folder.checkpoint_path("best")))
+    assert not same(weights[0], weights[1])
+    # killed after epoch 2's commit (state.pt) but before its files: the rerun writes the same weights
+    folder.epoch_checkpoint_path(2).unlink()
+    folder.update(status="running")
+    train_run(config, folder.path, stores, progress=False)
+    assert same(load_file(folder.epoch_checkpoint_path(2)), weights[2])
