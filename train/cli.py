@@ -55,13 +55,14 @@ from train.sweep import plan_sweep  # noqa: E402
               "matching a bilingual run's steps (the paper's control).")
 @click.option("--ratio", "ratios", multiple=True, metavar="L1:L2...",
               help="Bilingual runs only: percent of each language (in --langs order, summing to 100) among an "
-              "epoch's anchors, drawn afresh each epoch from each language's own anchors (without replacement, or "
-              "with replacement when a language has too few anchors for its share), e.g. `--ratio 75:25`; several "
+              "epoch's anchors, drawn afresh each epoch from each language's own anchors without replacement; only a "
+              "language with too few anchors for its share repeats them, as evenly as possible (each anchor the same "
+              "number of times, the rest drawn without replacement), e.g. `--ratio 75:25`; several "
               "values sweep, e.g. `--ratio 90:10 75:25 50:50 25:75 10:90` [default: every anchor of both].")
 @click.option("--budget", "budgets", multiple=True, metavar="|".join(BUDGETS),
               help="Anchors per epoch of a bilingual run: sum = both languages' data (the paper's, default); "
               "matched = as many as a monolingual run of its FIRST language (the same data budget over two "
-              "languages). --equal-steps matches the other way: it doubles a monolingual run's steps to match a "
+              "languages; split by --ratio, else in proportion to the languages' anchors). --equal-steps matches the other way: it doubles a monolingual run's steps to match a "
               "bilingual sum run. Both values sweep.")
 @click.option("--l2-onset", "onsets", multiple=True, metavar="EPOCH...",
               help="Bilingual runs only: the epoch from which the second language's anchors join (1 = "

@@ -50,6 +50,8 @@ class Exposure:
     vocab_size: int | None = None  # number of familiar concepts trained on (None: all)
 
     def __post_init__(self) -> None:
+        if isinstance(self.data_fraction, int) and not isinstance(self.data_fraction, bool):
+            object.__setattr__(self, "data_fraction", float(self.data_fraction))  # 1 and 1.0: one record
         if self.ratio is not None:
             object.__setattr__(self, "ratio", tuple(int(share) for share in self.ratio))
             if len(self.ratio) < 2 or sum(self.ratio) != 100 or min(self.ratio) <= 0:

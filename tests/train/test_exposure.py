@@ -44,6 +44,7 @@ def test_defaults_record_and_name():
     assert Exposure(budget="matched", l2_onset=5, data_fraction=0.5, vocab_size=8).suffix() == \
         "-matched-onset5-data50-vocab8"
     assert Exposure(data_fraction=0.125).suffix() == "-data12.5"
+    assert json.dumps(Exposure(data_fraction=1).to_dict()) == json.dumps(DEFAULTS)
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -197,7 +198,7 @@ def test_cli_ratio_sweep_and_clear_refusals(vgsme_home):
         result = CliRunner().invoke(train_heads, [*args, *tiny])
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     help_text = CliRunner().invoke(train_heads, ["--help"]).output
-    assert "--equal-steps" in help_text and "with replacement" in help_text
+    assert "--equal-steps" in help_text and "as evenly as possible" in help_text
 
 
 def test_save_epochs_keeps_a_consistent_trajectory(tiny_cache, tmp_path):
