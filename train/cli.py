@@ -16,6 +16,7 @@ from cache import layout  # noqa: E402
 from cache.clitools import Command, split_values, user_errors, verbosity_options  # noqa: E402
 from cache.hardware import DEVICE_HELP, resolve_device  # noqa: E402
 from train.model import LOGIT_MODES  # noqa: E402
+from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
 from train.runs import RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
 from train.sweep import plan_sweep  # noqa: E402
@@ -52,6 +53,31 @@ from train.sweep import plan_sweep  # noqa: E402
               "paper's text).")
 @click.option("--equal-steps", is_flag=True, help="Monolingual runs pass over their data twice per epoch, "
               "matching a bilingual run's steps (the paper's control).")
+@click.option("--ratio", "ratios", multiple=True, metavar="L1:L2...",
+              help="Bilingual runs only: percent of each language (in --langs order, summing to 100) among an "
+              "epoch's anchors, drawn afresh each epoch from each language's own anchors without replacement; only a "
+              "language with too few anchors for its share repeats them, as evenly as possible (each anchor the same "
+              "number of times, the rest drawn without replacement), e.g. `--ratio 75:25`; several "
+              "values sweep, e.g. `--ratio 90:10 75:25 50:50 25:75 10:90` [default: every anchor of both].")
+@click.option("--budget", "budgets", multiple=True, metavar="|".join(BUDGETS),
+              help="Anchors per epoch of a bilingual run: sum = both languages' data (the paper's, default); "
+              "matched = as many as a monolingual run of its FIRST language (the same data budget over two "
+              "languages; split by --ratio, else in proportion to the languages' anchors). --equal-steps matches the other way: it doubles a monolingual run's steps to match a "
+              "bilingual sum run. Both values sweep.")
+@click.option("--l2-onset", "onsets", multiple=True, metavar="EPOCH...",
+              help="Bilingual runs only: the epoch from which the second language's anchors join (1 = "
+              "simultaneous, default); before it the run sees only the first language, so with the sum budget "
+              "those epochs are smaller (the learning-rate schedule follows the actual steps).")
+@click.option("--data-fraction", "fractions", multiple=True, metavar="F...",
+              help="Fraction in (0, 1] of each familiar concept's training tokens kept, per language (a seeded "
+              "subset: a smaller fraction is a subset of a larger one for the same seed), e.g. "
+              "`--data-fraction 0.25 0.5 1` [default: 1].")
+@click.option("--vocab-size", "vocab_sizes", multiple=True, metavar="N...",
+              help="Train on N familiar concepts (a seeded subset, nested across N; validation uses the same ones; "
+              "recorded as `vocabulary` in config.json) [default: all].")
+@click.option("--save-epochs", is_flag=True, help="Also keep the weights at initialisation and after every epoch "
+              "(epochs/epoch-000.safetensors, epoch-001, ...) to score learning trajectories; never used to "
+              "choose the run's checkpoint (best.safetensors stays the lowest validation loss).")
 @click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
               help="Autocast precision (fp32 master weights either way).")
 @click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}.")
@@ -70,7 +96,8 @@ from train.sweep import plan_sweep  # noqa: E402
 @user_errors
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
-                exclude_concepts, out, name, force, threads, progress) -> None:
+                exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
+                save_epochs, progress) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -84,7 +111,10 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                       split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
                       resolve_device(device), epochs=epochs, batch_size=batch_size, lr_max=lr_max,
                       negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
-                      equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts))
+                      equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
+                      exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
+                                                split_values(fractions), split_values(vocab_sizes)),
+                      save_epochs=save_epochs)
     first = plan.runs[0]
     for width, count in plan.parameter_counts().items():
         click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)

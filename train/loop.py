@@ -126,15 +126,21 @@ def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
     # excluded concepts are left out of the vocabulary, so no training or validation episode uses them
     vocabulary = sorted(set(images.concept[(images.kind == "familiar") & (images.split == "train")].tolist())
                         - set(config.exclude_concepts))
+    vocabulary = config.exposure.select_vocabulary(vocabulary, config.seed)  # --vocab-size: a nested subset
     concept = np.concatenate([s.items.concept for s, _ in audio])
     kind = np.concatenate([s.items.kind for s, _ in audio])
     split = np.concatenate([s.items.split for s, _ in audio])
+    lang = np.concatenate([np.full(len(s.items.concept), k) for k, (s, _) in enumerate(audio)])
+    # --data-fraction: a nested subset of each (language, familiar concept)'s training tokens
+    tokens = {"train": config.exposure.training_tokens(concept, (kind == "familiar") & (split == "train"),
+                                                       np.asarray(config.langs)[lang], config.seed),
+              "valid": (kind == "familiar") & (split == "valid")}
 
     def sampler(name: str, mode: str) -> EpisodeSampler:
-        return EpisodeSampler(concept_codes(concept, (kind == "familiar") & (split == name), vocabulary),
+        return EpisodeSampler(concept_codes(concept, tokens[name], vocabulary),
                               concept_codes(images.concept, (images.kind == "familiar") & (images.split == name),
                                             vocabulary),
-                              vocabulary, name, config.negatives, mode)
+                              vocabulary, name, config.negatives, mode, audio_langs=lang)
 
     provenance = {",".join(paths): s.provenance.to_dict() for (s, _), paths in zip(audio, config.audio_stores)}
     provenance[",".join(config.image_store)] = image_store.provenance.to_dict()
@@ -237,8 +243,12 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
     # data and episodes
     data = prepare_data(config, stores)
     valid_episodes = data.valid.draw(data.valid.anchors, np.random.default_rng(config.valid_seed))
-    steps_per_epoch = math.ceil(len(data.train.anchors) * config.repeats / config.batch_size)
-    schedule = make_schedule(config.epochs, steps_per_epoch, config.warmup_fraction, config.lr_max, config.lr_min)
+    # an epoch's size may vary (an L2 onset): the schedule spans the steps of the actual epochs
+    epoch_steps = [math.ceil(size / config.batch_size) for size in
+                   config.exposure.epoch_sizes([len(pool) for pool in data.train.pools], config.epochs, config.repeats)]
+    first_step = np.concatenate([[0], np.cumsum(epoch_steps)]).tolist()
+    steps_per_epoch = epoch_steps[0] if len(set(epoch_steps)) == 1 else epoch_steps
+    schedule = make_schedule(config.epochs, epoch_steps, config.warmup_fraction, config.lr_max, config.lr_min)
 
     # model, optimiser, randomness
     torch.manual_seed(config.seed)
@@ -255,6 +265,8 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
         "parameter_count": model.parameter_count(), "steps_per_epoch": steps_per_epoch,
         "vocabulary": data.train.vocabulary, "train_audio": len(data.train.anchors),
         "valid_episodes": len(valid_episodes.audio)})
+    if config.save_epochs and not folder.state_path.exists():  # the trajectory's start, before any commit
+        save_weights(folder.epoch_checkpoint_path(0), model.state_dict())
 
     # resume from the last completed epoch
     state_path = folder.state_path
@@ -269,18 +281,18 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             torch.cuda.set_rng_state(state["cuda_rng"])
         metrics, best = state["metrics"], state["best"]
         log.info("%s: resuming after epoch %d", run_dir, len(metrics))
-        write_epoch_files(run_dir, model, metrics, best)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
 
     for epoch in range(len(metrics), config.epochs):
         started = time.perf_counter()
         model.train()
-        order = data.train.epoch_order(rng, config.repeats)
+        order = data.train.epoch_order(rng, config.repeats, config.exposure, epoch)
         total_loss, lr = 0.0, config.lr_min
         bar = tqdm(total=len(order), unit="anchor", desc=f"{run_dir.name} {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for step, start in enumerate(range(0, len(order), config.batch_size)):
             anchors = order[start: start + config.batch_size]
-            lr = schedule.lr(epoch * steps_per_epoch + step)
+            lr = schedule.lr(first_step[epoch] + step)
             set_lr(optimizer, lr)
             loss = train_step(model, optimizer, scaler, data, data.train.draw(anchors, rng), autocast,
                               config.audio_bucket)
@@ -306,7 +318,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
                  "cuda_rng": torch.cuda.get_rng_state() if device_type == "cuda" else None,
                  "metrics": metrics, "best": best}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))  # the commit point of the epoch
-        write_epoch_files(run_dir, model, metrics, best)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
 
     folder.update(status="complete")
     return run_dir
@@ -325,12 +337,16 @@ def diverged(folder: RunFolder, config: RunConfig, where: str, which: str, value
                             f"Try {', or '.join(hints)}")
 
 
-def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict) -> None:
-    """metrics.csv and the two checkpoints, all derived from the committed state (so safe to redo)."""
+def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict,
+                      save_epochs: bool = False) -> None:
+    """metrics.csv and the two checkpoints (and, with `save_epochs`, the last committed epoch's weights), all
+    derived from the committed state (so safe to redo: a run killed before they were written rewrites them)."""
     folder = RunFolder(run_dir)
     folder.write_metrics(metrics)
     save_weights(folder.checkpoint_path("last"), model.state_dict())
     save_weights(folder.checkpoint_path("best"), best["weights"])
+    if save_epochs:
+        save_weights(folder.epoch_checkpoint_path(len(metrics)), model.state_dict())
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:

@@ -26,6 +26,7 @@ import cache
 from cache.atomic import atomic_write, make_dirs, write_json
 from cache.hashing import sha256_file
 from cache.layout import vgsme_home
+from train.exposure import Exposure
 from train.model import TwoTower
 from train.schedule import LR_MAX, LR_MIN, WARMUP_FRACTION, WEIGHT_DECAY
 
@@ -88,9 +89,14 @@ class RunConfig:
     audio_bucket: int = 256
     device: str = "cpu"
     exclude_concepts: list[str] = field(default_factory=list)  # in no training or validation set
+    exposure: Exposure = field(default_factory=Exposure)  # language shares, budget, onset, data, vocabulary
+    save_epochs: bool = False  # also keep the weights of every epoch (epochs/epoch-NNN.safetensors)
 
     def __post_init__(self) -> None:
         self.exclude_concepts = sorted(set(self.exclude_concepts))
+        if isinstance(self.exposure, dict):
+            self.exposure = Exposure.from_dict(self.exposure)
+        self.exposure.check_run(self.langs, self.epochs)
 
     @property
     def repeats(self) -> int:
@@ -98,7 +104,8 @@ class RunConfig:
         return 2 if self.equal_steps and len(self.langs) == 1 else 1
 
     def folder_name(self) -> str:
-        return f"{'+'.join(self.langs)}-w{self.width}-s{self.seed}" + ("-eq" if self.equal_steps else "")
+        return (f"{'+'.join(self.langs)}-w{self.width}-s{self.seed}" + ("-eq" if self.equal_steps else "")
+                + self.exposure.suffix())
 
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RERUN_FREE_FIELDS}
@@ -265,9 +272,15 @@ class RunFolder:
         return sorted(self.config.get("exclude_concepts") or [])
 
     @property
+    def exposure(self) -> Exposure:
+        """The run's exposure condition (the defaults for runs trained before exposure regimes existed)."""
+        return Exposure.from_dict(self.config.get("exposure"))
+
+    @property
     def train_langs(self) -> str:
-        """The training language set as Table 1 groups it: `en+fr`; the equal-steps control adds `-eq`."""
-        return "+".join(self.langs) + ("-eq" if self.equal_steps else "")
+        """The training language set as Table 1 groups it: `en+fr`; the equal-steps control adds `-eq`, an
+        exposure condition its suffix (`en+fr-r75`), so runs of different conditions are never pooled."""
+        return "+".join(self.langs) + ("-eq" if self.equal_steps else "") + self.exposure.suffix()
 
     @property
     def audio_stores(self) -> dict[str, tuple[Path, ...]]:
@@ -296,6 +309,7 @@ class RunFolder:
         not record counts as its default)."""
         defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
                     for f in dataclasses.fields(RunConfig)}
+        defaults["exposure"] = Exposure().to_dict()  # a run trained before exposure regimes had the defaults
         wanted = json.loads(json.dumps(config.identity()))
         return {k: v for k, v in sorted(wanted.items()) if self.config.get(k, defaults.get(k)) != v}
 
@@ -350,6 +364,11 @@ class RunFolder:
         if name not in CHECKPOINTS:
             raise RunFolderError(f"checkpoint {name!r} is not one of {CHECKPOINTS}")
         return self.path / f"{name}.safetensors"
+
+    def epoch_checkpoint_path(self, epoch: int) -> Path:
+        """The weights after `epoch` (0: at initialisation) of a run trained with --save-epochs: a learning
+        trajectory to score, never used to choose the run's checkpoint."""
+        return self.path / "epochs" / f"epoch-{epoch:03d}.safetensors"
 
     @property
     def checkpoint(self) -> Path:
@@ -512,8 +531,9 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def plan_runs(lang_sets: list[list[str]], widths: list[int], seeds: list[int], audio_stores: dict[str, list[str]],
-              image_store: list[str], audio_dim: int, image_dim: int, **options) -> list[RunConfig]:
-    """One `RunConfig` per (language set, width, seed), in that order; `options` are RunConfig fields."""
+              image_store: list[str], audio_dim: int, image_dim: int, exposures: list[Exposure] | None = None,
+              **options) -> list[RunConfig]:
+    """One `RunConfig` per (language set, exposure, width, seed), in that order; `options` are RunConfig fields."""
     return [RunConfig(langs=list(langs), audio_stores=[audio_stores[lang] for lang in langs], image_store=image_store,
-                      audio_dim=audio_dim, image_dim=image_dim, width=width, seed=seed, **options)
-            for langs in lang_sets for width in widths for seed in seeds]
+                      audio_dim=audio_dim, image_dim=image_dim, width=width, seed=seed, exposure=exposure, **options)
+            for langs in lang_sets for exposure in exposures or [Exposure()] for width in widths for seed in seeds]

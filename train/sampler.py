@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from train.exposure import Exposure, language_pools
+
 NEGATIVES = 11
 NEGATIVE_MODES = ("per-anchor", "shared")
 
@@ -70,6 +72,7 @@ class EpisodeSampler:
     split: str = "train"
     negatives: int = NEGATIVES
     mode: str = "per-anchor"
+    audio_langs: np.ndarray | None = None  # (N_audio,) language code of each pooled audio item; None: one language
     _audio: ConceptItems = field(init=False, repr=False)
     _image: ConceptItems = field(init=False, repr=False)
 
@@ -87,9 +90,18 @@ class EpisodeSampler:
         """Every drawable audio item: the anchors of one epoch (or of the validation set)."""
         return np.flatnonzero(self.audio_codes >= 0)
 
-    def epoch_order(self, rng: np.random.Generator, repeats: int = 1) -> np.ndarray:
-        """All anchors, each `repeats` times (the equal-steps control), in one shuffled order."""
-        return rng.permutation(np.tile(self.anchors, repeats))
+    @property
+    def pools(self) -> list[np.ndarray]:
+        """The anchors of each language (one pool for a single language)."""
+        if self.audio_langs is None:
+            return [self.anchors]
+        return language_pools(self.anchors, self.audio_langs, int(self.audio_langs.max(initial=0)) + 1)
+
+    def epoch_order(self, rng: np.random.Generator, repeats: int = 1, exposure: Exposure = Exposure(),
+                    epoch: int = 0) -> np.ndarray:
+        """The anchors of the 0-based `epoch` in one shuffled order: by default all of them, each `repeats`
+        times (the equal-steps control); `exposure` sets the languages' shares, budget and onset."""
+        return exposure.epoch_order(self.pools, epoch, rng, repeats)
 
     def draw(self, anchors: np.ndarray, rng: np.random.Generator) -> Episodes:
         concept = self.audio_codes[anchors]

@@ -32,9 +32,11 @@ class Schedule:
         return self.lr_min + 0.5 * (self.lr_max - self.lr_min) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_schedule(epochs: int, steps_per_epoch: int, warmup_fraction: float = WARMUP_FRACTION,
+def make_schedule(epochs: int, steps_per_epoch: int | list[int], warmup_fraction: float = WARMUP_FRACTION,
                   lr_max: float = LR_MAX, lr_min: float = LR_MIN) -> Schedule:
-    total = epochs * steps_per_epoch
+    """The schedule of `epochs` epochs of `steps_per_epoch` steps, or of one count per epoch when their sizes
+    differ (a second language that joins late): the warm-up is a share of the actual total either way."""
+    total = epochs * steps_per_epoch if isinstance(steps_per_epoch, int) else sum(steps_per_epoch)
     return Schedule(total, round(total * warmup_fraction), lr_max, lr_min)
 
 

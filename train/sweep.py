@@ -68,7 +68,8 @@ def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[st
 
     Stores come from `--audio-store` / `--image-store` when given, else from `cache_folder` (one per
     language and the image store; `audio_encoder` / `image_encoder` pick one when it holds several).
-    `options` are the other `RunConfig` fields (epochs, lr_max, exclude_concepts, ...).
+    `options` are the other `RunConfig` fields (epochs, lr_max, exclude_concepts, ...) and `exposures`
+    (`train.exposure.sweep_exposures`: the runs are their product with language sets, widths and seeds).
     """
     lang_sets = language_sets(langs, configs)
     seed_list = parse_seeds(",".join(seeds))
@@ -91,6 +92,10 @@ def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[st
     if len(set(audio_dims.values())) > 1:
         raise RunConfigError(f"the audio stores have different dims {audio_dims}: pick one encoder with "
                              "--audio-encoder")
+    images = stores.store(image_paths).items
+    familiar = set(images.concept[(images.kind == "familiar") & (images.split == "train")].tolist())
+    for exposure in options.get("exposures") or []:
+        exposure.check_vocabulary(len(familiar - set(options.get("exclude_concepts") or [])))
     runs = plan_runs(lang_sets, width_list, seed_list, audio_stores, image_paths, audio_dims.popitem()[1],
                      stores.store(image_paths).dim, device=device, **options)
     return SweepPlan(runs, stores)
