@@ -17,6 +17,7 @@ from analyse.compare import CompareOptions, study_compare
 from analyse.embeddings import study_projections
 from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS, episode_paths, episodes_for_run
 from analyse.exclusion import study_exclusion
+from analyse.exposure import ExposureError, ExposureOptions, default_runs, has_exposure_runs, study_exposure
 from analyse.export import run_embeddings
 from analyse.report.writer import write_report
 from analyse.study import RunInfo, episodes_dir
@@ -83,21 +84,37 @@ def compare_study(runs: list[RunInfo], out_dir: Path, test: str = "me",
     return study_compare(runs, out_dir, test, options)
 
 
+def exposure_study(runs: list[RunInfo], out_dir: Path, options: ExposureOptions = ExposureOptions()) -> dict[str, Path]:
+    """Accuracy against each exposure condition that varies, and tests between its neighbouring values."""
+    study_exclusion(runs)
+    return study_exposure(runs, out_dir, options)
+
+
 def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "cpu", precision: str = "fp32",
                 episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
                 progress: bool = False) -> dict[str, Path]:
-    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation, report.
+    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation,
+    exposure (when the study has exposure runs), report.
 
     PCA pictures are drawn for the first seed of each configuration and t-SNE for one bilingual model
-    (EN–NL when present, as in the paper). Returns the study-wide files by label; the per-run files are
-    in each run's `analysis/`."""
+    (EN–NL when present, as in the paper). When some runs changed the exposure (config.json's "exposure"),
+    every run is scored, the exposure analysis is added, and the other study-wide analyses use the runs
+    with the default exposure (Table 1 has one run per seed). Returns the study-wide files by label; the
+    per-run files are in each run's `analysis/`."""
     study_exclusion(runs)
+    exposure = has_exposure_runs(runs)
+    baseline = default_runs(runs) if exposure else runs
+    if not baseline:
+        raise ExposureError("no run has the default exposure: Table 1 and the comparisons need them; "
+                            "run `analyse exposure` for the exposure runs alone")
     export_study(runs, device, precision, progress=progress)
     score_study(runs, TESTS, device, precision, episode_seed, per_concept, progress=progress)
-    written = {**study_table(runs, out_dir), **compare_study(runs, out_dir)}
-    written.update(study_variance(runs, out_dir, device, VARIANCE_ITEMS_PER_CONCEPT, precision=precision,
+    written = {**study_table(baseline, out_dir), **compare_study(baseline, out_dir)}
+    written.update(study_variance(baseline, out_dir, device, VARIANCE_ITEMS_PER_CONCEPT, precision=precision,
                                   progress=progress))
-    study_projections(runs, device, tsne_headline_only=True, precision=precision, progress=progress)
-    written.update(study_translation(runs, out_dir, device, precision=precision, progress=progress))
+    study_projections(baseline, device, tsne_headline_only=True, precision=precision, progress=progress)
+    written.update(study_translation(baseline, out_dir, device, precision=precision, progress=progress))
+    if exposure:
+        written.update(exposure_study(runs, out_dir))
     written["report"] = write_report(study, runs, out_dir)
     return written
