@@ -328,8 +328,9 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
             ax.set_xlabel(condition.replace("_", " "))
             ax.set_ylabel("accuracy (%)" if col == 0 else "")
             sns.despine(ax=ax)
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
+    unique = {}  # every model's lines, once, whichever panel they are in
+    for ax in axes.flat:
+        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
     fig.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(path, fig, dpi=100, bbox_inches="tight")

@@ -150,3 +150,15 @@ def test_cli_exposure_without_exposure_runs_is_a_message(study, tmp_path):
     assert result.exit_code == 1 and "no exposure runs" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out" / "exposure.csv").exists()
     assert "--resamples" in CliRunner().invoke(analyse, ["exposure", "--help"]).output
+
+
+def test_analyse_all_adds_exposure_only_when_the_study_has_exposure_runs(study):
+    plain = study / "plain"
+    assert not (plain / "exposure.csv").exists() and 'id="exposure"' not in (plain / "report.html").read_text()
+    result = CliRunner().invoke(analyse, ["all", str(study / "runs" / "tiny"), "--out", str(study / "all")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for name in ("exposure.csv", "exposure-tests.csv", "exposure.png"):
+        assert (study / "all" / name).exists(), name
+    table = pd.read_csv(study / "all" / "table1.csv")
+    pd.testing.assert_frame_equal(table, pd.read_csv(plain / "table1.csv"))  # Table 1: the default-exposure runs
+    assert 'id="exposure"' in (study / "all" / "report.html").read_text()
