@@ -197,12 +197,17 @@ def compare(targets, study, out, test_name, resamples, seed, progress):
 def exposure(targets, study, out, resamples, bootstrap, seed, progress):
     """Familiar and ME accuracy against each exposure condition that varies among the runs (ratio, budget,
     L2 onset, data fraction, vocabulary size), neighbouring values compared with a seeds-and-trials bootstrap."""
+    import pandas as pd
+
     from analyse.exposure import ExposureOptions
     from analyse.pipeline import exposure_study
 
     runs, name = _resolve(targets, study)
     paths = exposure_study(runs, _out(out, name), ExposureOptions(n_resamples=resamples, n_bootstrap=bootstrap, seed=seed))
     _say("exposure", list(paths.values()))
+    for r in pd.read_csv(paths["exposure"], dtype={"value": str, "train_langs": str, "test_lang": str}).itertuples():
+        click.echo(f"{r.condition} {r.value}: {r.train_langs} w{r.width} test {r.test_lang}: ME {r.me_mean:.1f} %, "
+                   f"familiar {r.familiar_mean:.1f} % ({r.n_seeds} seeds)")
 
 
 @analyse.command()

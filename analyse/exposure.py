@@ -235,7 +235,9 @@ def exposure_summary(predictions: pd.DataFrame, options: ExposureOptions = Expos
             values = group.loc[group["test"] == test, "accuracy"].to_numpy()
             row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
             row[f"{test}_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-            row[f"{test}_ci_low"], row[f"{test}_ci_high"] = seed_interval(values, rng, options.n_bootstrap, 1 - options.alpha)
+            interval = seed_interval(values, rng, options.n_bootstrap, 1 - options.alpha)
+            # the widened seeds can step past 0 or 100 %, which no accuracy can
+            row[f"{test}_ci_low"], row[f"{test}_ci_high"] = (float(np.clip(x, 0.0, 100.0)) for x in interval)
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 

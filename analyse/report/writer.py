@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analyse.exclusion import describe, study_exclusion
+from analyse.exposure import default_runs
 from analyse.study import first_seed_runs
 from analyse.table import DISPLAY_HEADER, display_rows, excluded_note
 from cache.atomic import make_dirs, save_figure, write_text
@@ -134,7 +135,8 @@ def _gap_text(run) -> str:
 
 
 def section_embeddings(runs) -> str:
-    pictured = [r for r in first_seed_runs(runs) if (r.analysis_dir / "pca.png").exists()]
+    # `analyse all` draws the runs with the default exposure only: an exposure run must not take their place
+    pictured = [r for r in first_seed_runs(default_runs(runs) or runs) if (r.analysis_dir / "pca.png").exists()]
     if not pictured:
         return _missing("embedding pictures", "analyse embeddings")
     headline = next((r for r in pictured if (r.analysis_dir / "tsne.png").exists()), pictured[0])
@@ -214,7 +216,7 @@ def section_exposure(out_dir: Path) -> str:
     note = ('<p class="note">Mean ± s.e. over seeds and a bootstrap 95 % interval over seeds, in percent. A run that '
             "changes one exposure field is a value of that condition; the runs with the default exposure are the "
             "reference value of every condition. Each value is compared with the previous one on the shared ME trials "
-            "by the hierarchical bootstrap of the comparisons above (Holm-corrected over all neighbour comparisons). "
+            "by the hierarchical bootstrap of the comparisons above (Holm-corrected over all ME neighbour comparisons). "
             "Files: <code>exposure.csv</code>, <code>exposure-tests.csv</code>.</p>")
     return (_table(header, rows, numeric={3, 5, 6, 7, 8}, row_classes=classes) + note
             + (_figure(figure, "accuracy against exposure", "ME (solid) and familiar (dashed) accuracy against each "

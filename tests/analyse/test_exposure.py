@@ -1,6 +1,7 @@
 """`analyse exposure`: known answers on constructed predictions, and the command on a tiny trained study."""
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ from click.testing import CliRunner
 
 from analyse.cli import analyse
 from analyse.exposure import (DEFAULTS, SUMMARY_COLUMNS, TEST_COLUMNS, ExposureError, ExposureOptions, exposure_of,
-                              exposure_summary, neighbour_tests, placements, render, seed_interval)
+                              exposure_summary, neighbour_tests, placed_runs, placements, render, seed_interval)
 
 FAST = ExposureOptions(n_resamples=2000, n_bootstrap=1000)
 
@@ -46,6 +47,23 @@ def test_rendering_and_placement_of_the_contract_fields():
         exposure_of({"exposure": {"speed": 2}}, "r1")
 
 
+def fake_run(name, train_langs="en+fr", width=64, **exposure):
+    return SimpleNamespace(path=name, train_langs=train_langs, width=width, config={"exposure": exposure} if exposure else {})
+
+
+def test_placed_runs_pair_each_condition_with_its_reference_runs(caplog):
+    runs = [fake_run("bi-ref"), fake_run("mono-ref", "en"), fake_run("bi-75", ratio=[75, 25]),
+            fake_run("bi-both", ratio=[75, 25], budget="matched"), fake_run("mono-half", "en", data_fraction=0.5)]
+    with caplog.at_level("WARNING"):
+        placed = placed_runs(runs)
+    assert sorted((run.path, p.condition, p.value) for run, p in placed) == [
+        ("bi-75", "ratio", "75:25"), ("bi-ref", "ratio", "sum"), ("mono-half", "data_fraction", "0.5"),
+        ("mono-ref", "data_fraction", "1")]  # each reference serves the conditions varied at its languages only
+    assert "bi-both" in caplog.text and "ratio and budget" in caplog.text
+    with pytest.raises(ExposureError, match="no exposure runs"):
+        placed_runs([fake_run("a"), fake_run("b", "en", **DEFAULTS)])
+
+
 def test_seed_interval_known_answer():
     # two seeds 60 and 70, moved to 65 ± 5·√2 before resampling: the draws' means are 57.93, 65 and 72.07
     low, high = seed_interval(np.array([60.0, 70.0]), np.random.default_rng(0), 4000)
@@ -68,6 +86,8 @@ def test_summary_means_standard_errors_and_intervals():
     assert full["me_se"] == 0 and (full["me_ci_low"], full["me_ci_high"]) == (70.0, 70.0) and bool(full["reference"])
     again = exposure_summary(data, FAST)
     pd.testing.assert_frame_equal(out, again)  # seeded
+    near_top = exposure_summary(predictions({"1": seeds_with_accuracy([99, 100])}), FAST).iloc[0]
+    assert near_top["me_ci_high"] == 100.0 and near_top["me_ci_low"] == pytest.approx(99.5 - 0.5 * np.sqrt(2))
     with pytest.raises(ExposureError, match="share seed 0"):
         exposure_summary(pd.concat([data, data[data["seed"] == 0]]), FAST)
 
@@ -136,6 +156,7 @@ def test_cli_exposure_writes_the_table_tests_and_figure(study):
         ("familiar", "0.25", "0.5"), ("familiar", "0.5", "1"), ("me", "0.25", "0.5"), ("me", "0.5", "1")]
     assert (tests["diff_pp"] == 0).all() and not tests["significant"].any()
     assert (out / "exposure.png").stat().st_size > 10_000 and "exposure.csv" in result.output
+    assert f"data_fraction 0.25: en w64 test en: ME {table['me_mean'].iloc[0]:.1f} %" in result.output
     report = CliRunner().invoke(analyse, ["report", str(study / "runs" / "tiny"), "--out", str(out)])
     assert report.exit_code == 0, report.output
     page = (out / "report.html").read_text()
