@@ -89,9 +89,11 @@ def exposure_of(config: dict, where: str) -> dict:
     values = {**DEFAULTS, **record}
     ratio, budget, onset, fraction, vocab = (values[k] for k in CONDITIONS)
     problems = []
-    if ratio is not None and not (isinstance(ratio, list) and len(ratio) >= 2
+    n_langs = len(config.get("langs") or ())
+    if ratio is not None and not (isinstance(ratio, list) and len(ratio) == n_langs >= 2
                                   and all(_is_number(r) and r > 0 for r in ratio)):
-        problems.append(f"ratio {ratio!r} (a list of positive shares such as [75, 25], or null)")
+        problems.append(f"ratio {ratio!r} (one positive share per language of a bilingual run, such as [75, 25], "
+                        "or null)")
     if budget not in BUDGETS:
         problems.append(f"budget {budget!r} (one of {', '.join(BUDGETS)})")
     if not (_is_int(onset) and onset >= 1):
@@ -345,12 +347,11 @@ def exposure_predictions(runs) -> pd.DataFrame:
     """The predictions of every placed run, one copy per condition it belongs to, with the placement columns."""
     from analyse.tests import collect
 
-    frames = []
+    frames, read = [], {}
     for run, placement in placed_runs(runs):
-        frame = collect([run], "predictions.csv")
-        for i, label in enumerate(_LABELS):
-            frame.insert(i, label, getattr(placement, label))
-        frames.append(frame)
+        if run.path not in read:  # a reference run serves several conditions: read and check it once
+            read[run.path] = collect([run], "predictions.csv")
+        frames.append(read[run.path].assign(**{label: getattr(placement, label) for label in _LABELS}))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -38,9 +38,12 @@ def test_rendering_and_placement_of_the_contract_fields():
     assert render("data_fraction", 0.25) == "0.25" and render("l2_onset", 3) == "3"
     reference = placements({"exposure": dict(DEFAULTS)}, "run")
     assert [p.condition for p in reference] == list(DEFAULTS) and all(p.reference for p in reference)
-    (one,) = placements({"exposure": {"ratio": [75, 25]}}, "run")
+    bilingual = {"langs": ["en", "fr"]}
+    (one,) = placements({**bilingual, "exposure": {"ratio": [75, 25]}}, "run")
     assert (one.condition, one.value, one.reference) == ("ratio", "75:25", False)
-    assert placements({"exposure": {"ratio": [75, 25], "budget": "matched"}}, "run") is None  # two fields: no condition
+    assert placements({**bilingual, "exposure": {"ratio": [75, 25], "budget": "matched"}}, "run") is None  # two fields
+    with pytest.raises(ExposureError, match="mono: bad exposure value.*ratio"):
+        exposure_of({"langs": ["en"], "exposure": {"ratio": [75, 25]}}, "mono")  # a share per language
     with pytest.raises(ExposureError, match="r1: bad exposure value.*data_fraction 1.5"):
         exposure_of({"exposure": {"data_fraction": 1.5}}, "r1")
     with pytest.raises(ExposureError, match="unknown exposure field.*speed"):
@@ -48,7 +51,8 @@ def test_rendering_and_placement_of_the_contract_fields():
 
 
 def fake_run(name, train_langs="en+fr", width=64, **exposure):
-    return SimpleNamespace(path=name, train_langs=train_langs, width=width, config={"exposure": exposure} if exposure else {})
+    config = {"langs": train_langs.split("+"), **({"exposure": exposure} if exposure else {})}
+    return SimpleNamespace(path=name, train_langs=train_langs, width=width, config=config)
 
 
 def test_placed_runs_pair_each_condition_with_its_reference_runs(caplog):
@@ -137,6 +141,11 @@ def study(tmp_path_factory):
             shutil.copytree(runs / f"en-w64-s{seed}", copy)
             config = copy / "config.json"
             config.write_text(json.dumps({**json.loads(config.read_text()), "exposure": {**DEFAULTS, "data_fraction": fraction}}))
+            if fraction == 0.25:  # plant an effect: these runs miss the first 300 ME trials
+                path = copy / "analysis" / "predictions.csv"
+                frame = pd.read_csv(path, dtype=str)
+                frame.loc[(frame["test"] == "me") & (frame["episode"].astype(int) < 300), "correct"] = "0"
+                frame.to_csv(path, index=False)
     return root
 
 
@@ -147,14 +156,16 @@ def test_cli_exposure_writes_the_table_tests_and_figure(study):
     table = pd.read_csv(out / "exposure.csv", dtype={"value": str})
     assert list(table["value"]) == ["0.25", "0.5", "1"] and set(table["condition"]) == {"data_fraction"}
     assert (table["n_seeds"] == 2).all() and (table["me_ci_low"] <= table["me_mean"]).all()
-    # the copies have the same weights as the reference runs: same accuracies, and no difference found
-    assert table["me_mean"].nunique() == 1 and table["me_mean"].between(0, 100).all()
+    # the copies have the weights of the reference runs: the same accuracies, except where the effect was planted
     accuracy = pd.concat([pd.read_csv(study / "runs" / "tiny" / f"en-w64-s{s}" / "analysis" / "accuracy.csv") for s in (0, 1)])
-    assert table["me_mean"].iloc[0] == pytest.approx(accuracy.loc[accuracy["test"] == "me", "accuracy"].mean())
-    tests = pd.read_csv(out / "exposure-tests.csv", dtype={"value_a": str, "value_b": str})
-    assert sorted(zip(tests["test"], tests["value_a"], tests["value_b"])) == [
-        ("familiar", "0.25", "0.5"), ("familiar", "0.5", "1"), ("me", "0.25", "0.5"), ("me", "0.5", "1")]
-    assert (tests["diff_pp"] == 0).all() and not tests["significant"].any()
+    assert table["me_mean"].iloc[2] == pytest.approx(accuracy.loc[accuracy["test"] == "me", "accuracy"].mean())
+    assert table["me_mean"].iloc[1] == table["me_mean"].iloc[2] and table["me_mean"].iloc[0] < table["me_mean"].iloc[1] - 10
+    assert table["familiar_mean"].nunique() == 1
+    tests = pd.read_csv(out / "exposure-tests.csv", dtype={"value_a": str, "value_b": str}).set_index(["test", "value_a", "value_b"])
+    assert sorted(tests.index) == [("familiar", "0.25", "0.5"), ("familiar", "0.5", "1"), ("me", "0.25", "0.5"), ("me", "0.5", "1")]
+    planted = tests.loc[("me", "0.25", "0.5")]
+    assert planted["diff_pp"] > 10 and planted["significant"] and planted["decision"] == "higher, significant"
+    assert (tests.drop(("me", "0.25", "0.5"))["diff_pp"] == 0).all() and tests["significant"].sum() == 1
     assert (out / "exposure.png").stat().st_size > 10_000 and "exposure.csv" in result.output
     assert f"data_fraction 0.25: en w64 test en: ME {table['me_mean'].iloc[0]:.1f} %" in result.output
     report = CliRunner().invoke(analyse, ["report", str(study / "runs" / "tiny"), "--out", str(out)])
