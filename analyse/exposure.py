@@ -163,9 +163,10 @@ def has_exposure_runs(runs) -> bool:
     return any(exposure_of(r.config, str(r.path)) != DEFAULTS for r in runs)
 
 
-def default_runs(runs) -> list:
-    """The runs trained with the default exposure: the ones Table 1 and the comparisons are about."""
-    return [r for r in runs if exposure_of(r.config, str(r.path)) == DEFAULTS]
+def model_langs(run) -> str:
+    """The run's training languages without its exposure: `en+fr` (`-eq` kept), what a value's runs and their
+    reference runs share. (`RunFolder.train_langs` may carry the exposure as a suffix, `en+fr-r75`.)"""
+    return "+".join(run.langs) + ("-eq" if run.equal_steps else "")
 
 
 def placed_runs(runs) -> list[tuple[object, Placement]]:
@@ -182,13 +183,13 @@ def placed_runs(runs) -> list[tuple[object, Placement]]:
                         run.path, " and ".join(fields))
             continue
         placed += [(run, p) for p in found]
-        varied |= {(p.condition, run.train_langs, run.width) for p in found if not p.reference}
+        varied |= {(p.condition, model_langs(run), run.width) for p in found if not p.reference}
     if not varied:
         raise ExposureError("no exposure runs in the study: every run has the default exposure ("
                             + ", ".join(f"{c} {render(c, v)}" for c, v in DEFAULTS.items())
                             + "); train runs that change one of them (train-heads' exposure options) first")
     # a reference run serves only the conditions that vary among runs of its training languages and width
-    return [(run, p) for run, p in placed if (p.condition, run.train_langs, run.width) in varied]
+    return [(run, p) for run, p in placed if (p.condition, model_langs(run), run.width) in varied]
 
 
 # ------------------------------------------------------------------------------------------ the statistics
@@ -351,7 +352,8 @@ def exposure_predictions(runs) -> pd.DataFrame:
     for run, placement in placed_runs(runs):
         if run.path not in read:  # a reference run serves several conditions: read and check it once
             read[run.path] = collect([run], "predictions.csv")
-        frames.append(read[run.path].assign(**{label: getattr(placement, label) for label in _LABELS}))
+        labels = {label: getattr(placement, label) for label in _LABELS}
+        frames.append(read[run.path].assign(train_langs=model_langs(run), **labels))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -17,7 +17,7 @@ from analyse.compare import CompareOptions, study_compare
 from analyse.embeddings import study_projections
 from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS, episode_paths, episodes_for_run
 from analyse.exclusion import study_exclusion
-from analyse.exposure import ExposureError, ExposureOptions, default_runs, has_exposure_runs, study_exposure
+from analyse.exposure import ExposureOptions, has_exposure_runs, study_exposure
 from analyse.export import run_embeddings
 from analyse.report.writer import write_report
 from analyse.study import RunInfo, episodes_dir
@@ -94,27 +94,20 @@ def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "c
                 episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
                 progress: bool = False) -> dict[str, Path]:
     """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation,
-    exposure (when the study has exposure runs), report.
+    exposure (when some run changed the exposure), report.
 
     PCA pictures are drawn for the first seed of each configuration and t-SNE for one bilingual model
-    (EN–NL when present, as in the paper). When some runs changed the exposure (config.json's "exposure"),
-    every run is scored, the exposure analysis is added, and the other study-wide analyses use the runs
-    with the default exposure (Table 1 has one run per seed). Returns the study-wide files by label; the
-    per-run files are in each run's `analysis/`."""
+    (EN–NL when present, as in the paper). Returns the study-wide files by label; the per-run files are
+    in each run's `analysis/`."""
     study_exclusion(runs)
-    exposure = has_exposure_runs(runs)
-    baseline = default_runs(runs) if exposure else runs
-    if not baseline:
-        raise ExposureError("no run has the default exposure: Table 1 and the comparisons need them; "
-                            "run `analyse exposure` for the exposure runs alone")
     export_study(runs, device, precision, progress=progress)
     score_study(runs, TESTS, device, precision, episode_seed, per_concept, progress=progress)
-    written = {**study_table(baseline, out_dir), **compare_study(baseline, out_dir)}
-    written.update(study_variance(baseline, out_dir, device, VARIANCE_ITEMS_PER_CONCEPT, precision=precision,
+    written = {**study_table(runs, out_dir), **compare_study(runs, out_dir)}
+    written.update(study_variance(runs, out_dir, device, VARIANCE_ITEMS_PER_CONCEPT, precision=precision,
                                   progress=progress))
-    study_projections(baseline, device, tsne_headline_only=True, precision=precision, progress=progress)
-    written.update(study_translation(baseline, out_dir, device, precision=precision, progress=progress))
-    if exposure:
+    study_projections(runs, device, tsne_headline_only=True, precision=precision, progress=progress)
+    written.update(study_translation(runs, out_dir, device, precision=precision, progress=progress))
+    if has_exposure_runs(runs):
         written.update(exposure_study(runs, out_dir))
     written["report"] = write_report(study, runs, out_dir)
     return written

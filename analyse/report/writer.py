@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from analyse.exclusion import describe, study_exclusion
-from analyse.exposure import default_runs
 from analyse.study import first_seed_runs
 from analyse.table import DISPLAY_HEADER, display_rows, excluded_note
 from cache.atomic import make_dirs, save_figure, write_text
@@ -135,8 +134,7 @@ def _gap_text(run) -> str:
 
 
 def section_embeddings(runs) -> str:
-    # `analyse all` draws the runs with the default exposure only: an exposure run must not take their place
-    pictured = [r for r in first_seed_runs(default_runs(runs) or runs) if (r.analysis_dir / "pca.png").exists()]
+    pictured = [r for r in first_seed_runs(runs) if (r.analysis_dir / "pca.png").exists()]
     if not pictured:
         return _missing("embedding pictures", "analyse embeddings")
     headline = next((r for r in pictured if (r.analysis_dir / "tsne.png").exists()), pictured[0])
