@@ -46,6 +46,7 @@ TEST_COLUMNS = [
     "acc_a", "acc_b", "diff_pp", "ci_low_pp", "ci_high_pp", "p_hier", "p_holm", "significant", "decision",
 ]
 _LABELS = ["condition", "value", "value_order", "reference"]
+_AXIS_NOTES = {"ratio": " (sum: the data's natural share)", "vocab_size": " (all: every familiar concept)"}
 
 
 class ExposureError(ValueError):
@@ -319,7 +320,11 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
         where = {v: i for i, v in enumerate(ticks)}
         for col, lang in enumerate(langs):
             ax = axes[row][col]
-            for (train_langs, width), line in data[data["test_lang"] == lang].groupby(["train_langs", "width"], sort=True):
+            panel = data[data["test_lang"] == lang]
+            if panel.empty:
+                ax.text(0.5, 0.6, f"no {lang.upper()}-tested runs\nvary {condition}", transform=ax.transAxes,
+                        ha="center", va="center", color="grey", fontsize=9)
+            for (train_langs, width), line in panel.groupby(["train_langs", "width"], sort=True):
                 line = line.sort_values("value_order")
                 x = line["value"].map(where).to_numpy()
                 for test, (dash, marker, name) in styles.items():
@@ -330,12 +335,13 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
             ax.axhline(50, color="grey", lw=0.8, ls=":", label="chance")
             ax.set_xticks(range(len(ticks)), ticks)
             ax.set_title(f"test {lang.upper()}", fontsize=10)
-            ax.set_xlabel(condition.replace("_", " "))
+            ax.set_xlabel(condition.replace("_", " ") + _AXIS_NOTES.get(condition, ""))
             ax.set_ylabel("accuracy (%)" if col == 0 else "")
             sns.despine(ax=ax)
-    unique = {}  # every model's lines, once, whichever panel they are in
+    unique = {}  # every model's lines, once, whichever panel they are in; chance last
     for ax in axes.flat:
-        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
+        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()) if label != "chance")
+    unique["chance"] = axes[0][0].get_legend_handles_labels()[0][-1]
     fig.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(path, fig, dpi=100, bbox_inches="tight")
