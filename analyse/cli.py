@@ -187,6 +187,32 @@ def compare(targets, study, out, test_name, resamples, seed, progress):
 @analyse.command()
 @_runs_options
 @_out_option
+@click.option("--resamples", default=9999, show_default=True, type=click.IntRange(min=1),
+              help="Draws of the hierarchical bootstrap that compares neighbouring values of a condition.")
+@click.option("--bootstrap", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Draws of the bootstrap over seeds behind each value's 95 % interval.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstraps.")
+@verbosity_options
+@user_errors
+def exposure(targets, study, out, resamples, bootstrap, seed, progress):
+    """Familiar and ME accuracy against each exposure condition that varies among the runs (ratio, budget,
+    L2 onset, data fraction, vocabulary size), neighbouring values compared with a seeds-and-trials bootstrap."""
+    import pandas as pd
+
+    from analyse.exposure import ExposureOptions
+    from analyse.pipeline import exposure_study
+
+    runs, name = _resolve(targets, study)
+    paths = exposure_study(runs, _out(out, name), ExposureOptions(n_resamples=resamples, n_bootstrap=bootstrap, seed=seed))
+    _say("exposure", list(paths.values()))
+    for r in pd.read_csv(paths["exposure"], dtype={"value": str, "train_langs": str, "test_lang": str}).itertuples():
+        click.echo(f"{r.condition} {r.value}: {r.train_langs} w{r.width} test {r.test_lang}: ME {r.me_mean:.1f} %, "
+                   f"familiar {r.familiar_mean:.1f} % ({r.n_seeds} seeds)")
+
+
+@analyse.command()
+@_runs_options
+@_out_option
 @_embedding_options
 @click.option("--items-per-concept", default=VARIANCE_ITEMS_PER_CONCEPT, show_default=True,
               help="Most test items per (concept, language) in the subsample the variances are computed on.")

@@ -17,6 +17,7 @@ from analyse.compare import CompareOptions, study_compare
 from analyse.embeddings import study_projections
 from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS, episode_paths, episodes_for_run
 from analyse.exclusion import study_exclusion
+from analyse.exposure import ExposureOptions, has_exposure_runs, study_exposure
 from analyse.export import run_embeddings
 from analyse.report.writer import write_report
 from analyse.study import RunInfo, episodes_dir
@@ -83,10 +84,17 @@ def compare_study(runs: list[RunInfo], out_dir: Path, test: str = "me",
     return study_compare(runs, out_dir, test, options)
 
 
+def exposure_study(runs: list[RunInfo], out_dir: Path, options: ExposureOptions = ExposureOptions()) -> dict[str, Path]:
+    """Accuracy against each exposure condition that varies, and tests between its neighbouring values."""
+    study_exclusion(runs)
+    return study_exposure(runs, out_dir, options)
+
+
 def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "cpu", precision: str = "fp32",
                 episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
                 progress: bool = False) -> dict[str, Path]:
-    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation, report.
+    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation,
+    exposure (when some run changed the exposure), report.
 
     PCA pictures are drawn for the first seed of each configuration and t-SNE for one bilingual model
     (EN–NL when present, as in the paper). Returns the study-wide files by label; the per-run files are
@@ -99,5 +107,7 @@ def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "c
                                   progress=progress))
     study_projections(runs, device, tsne_headline_only=True, precision=precision, progress=progress)
     written.update(study_translation(runs, out_dir, device, precision=precision, progress=progress))
+    if has_exposure_runs(runs):
+        written.update(exposure_study(runs, out_dir))
     written["report"] = write_report(study, runs, out_dir)
     return written

@@ -192,6 +192,36 @@ def section_translation(out_dir: Path) -> str:
               "features of the same items, what the encoder alone gives. File: <code>translation.csv</code>.</p>")
 
 
+def section_exposure(out_dir: Path) -> str:
+    """The exposure table (ME and familiar per condition value) and figure, with the neighbour tests' verdicts."""
+    path = out_dir / "exposure.csv"
+    data = pd.read_csv(path, dtype={"value": str, "train_langs": str, "test_lang": str})
+    tests_path = out_dir / "exposure-tests.csv"
+    verdicts = {}
+    if tests_path.exists():
+        tests = pd.read_csv(tests_path, dtype={"value_a": str, "value_b": str, "train_langs": str, "test_lang": str})
+        for r in tests[tests["test"] == "me"].itertuples():
+            verdicts[(r.condition, r.train_langs, r.width, r.test_lang, r.value_b)] = (
+                f"{r.diff_pp:+.1f} pp vs {r.value_a}, p Holm {_fmt_p(r.p_holm)}")
+    header = ["Condition", "Value", "Model", "Width", "Test", "Seeds", "Familiar (%)", "ME (%)", "ME 95 % CI", "ME vs previous value"]
+    rows = [[r.condition.replace("_", " "), r.value + (" (reference)" if r.reference else ""), r.train_langs.upper(),
+             str(r.width), r.test_lang.upper(), str(r.n_seeds), f"{_fmt(r.familiar_mean)} ± {_fmt(r.familiar_se)}",
+             f"{_fmt(r.me_mean)} ± {_fmt(r.me_se)}", f"[{_fmt(r.me_ci_low)}, {_fmt(r.me_ci_high)}]",
+             verdicts.get((r.condition, r.train_langs, r.width, r.test_lang, r.value), "")] for r in data.itertuples()]
+    groups = list(zip(data["condition"], data["train_langs"], data["width"], data["test_lang"]))
+    classes = ["group-start" if i and groups[i] != groups[i - 1] else "" for i in range(len(groups))]
+    figure = out_dir / "exposure.png"
+    note = ('<p class="note">Mean ± s.e. over seeds and a bootstrap 95 % interval over seeds, in percent. A run that '
+            "changes one exposure field is a value of that condition; the runs with the default exposure are the "
+            "reference value of every condition. Each value is compared with the previous one on the shared ME trials "
+            "by the hierarchical bootstrap of the comparisons above (Holm-corrected over all ME neighbour comparisons). "
+            "Files: <code>exposure.csv</code>, <code>exposure-tests.csv</code>.</p>")
+    return (_table(header, rows, numeric={3, 5, 6, 7, 8}, row_classes=classes) + note
+            + (_figure(figure, "accuracy against exposure", "ME (solid) and familiar (dashed) accuracy against each "
+                       "condition's value, 95 % intervals over seeds as bands; dotted: chance (50 %).")
+               if figure.exists() else ""))
+
+
 def plot_training_curves(runs, path: Path) -> Path | None:
     """Validation loss and familiar accuracy per epoch, one line per run, coloured by training set."""
     frames = []
@@ -264,6 +294,7 @@ def write_report(study: str, runs, out_dir: Path) -> Path:
         ("variance", "Variance of familiar and novel samples", section_variance(out_dir)),
         ("embeddings", "Embedding space", section_embeddings(runs) + section_gap(runs)),
         ("translation", "Implicit translation", section_translation(out_dir)),
+        *([("exposure", "Exposure", section_exposure(out_dir))] if (out_dir / "exposure.csv").exists() else []),
         ("training", "Training curves", _figure(curves, "training curves", "Per epoch, one line per seed. The tests use each run's checkpoint with the lowest validation loss.")
          if curves else _missing("training metrics", "train-heads")),
         ("provenance", "Runs and provenance", section_provenance(runs)),
