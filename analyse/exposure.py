@@ -29,14 +29,13 @@ import numpy as np
 import pandas as pd
 
 from analyse.compare import decision, holm, trial_matrix
-from analyse.stats import _modified_rows, hierarchical_bootstrap
+from analyse.stats import hierarchical_bootstrap, spread_seeds
+from train.exposure import BUDGETS, DEFAULTS, Exposure
 
 log = logging.getLogger(__name__)
 
-# The contract with train-heads: every field and its default (what a run without the key was trained with).
-DEFAULTS: dict = {"ratio": None, "budget": "sum", "l2_onset": 1, "data_fraction": 1.0, "vocab_size": None}
+# The contract with train-heads (train.exposure): every field and its default.
 CONDITIONS = tuple(DEFAULTS)
-BUDGETS = ("sum", "matched")
 SUMMARY_COLUMNS = [
     "condition", "value", "value_order", "reference", "train_langs", "width", "test_lang", "n_seeds",
     "familiar_mean", "familiar_se", "familiar_ci_low", "familiar_ci_high", "me_mean", "me_se", "me_ci_low", "me_ci_high",
@@ -80,40 +79,17 @@ class Placement:
 
 # ------------------------------------------------------------------------------------------ a run's exposure
 def exposure_of(config: dict, where: str) -> dict:
-    """The run's five exposure fields, defaults filled in; `ExposureError` naming `where` for a bad record."""
-    record = config.get("exposure") or {}
-    if not isinstance(record, dict):
-        raise ExposureError(f"{where}: \"exposure\" must be an object with the fields {', '.join(CONDITIONS)}")
-    if unknown := sorted(set(record) - set(CONDITIONS)):
-        raise ExposureError(f"{where}: unknown exposure field(s) {', '.join(unknown)} (known: {', '.join(CONDITIONS)}); "
-                            "update vgsme to analyse runs trained with them")
-    values = {**DEFAULTS, **record}
-    ratio, budget, onset, fraction, vocab = (values[k] for k in CONDITIONS)
-    problems = []
-    n_langs = len(config.get("langs") or ())
-    if ratio is not None and not (isinstance(ratio, list) and len(ratio) == n_langs >= 2
-                                  and all(_is_number(r) and r > 0 for r in ratio)):
-        problems.append(f"ratio {ratio!r} (one positive share per language of a bilingual run, such as [75, 25], "
-                        "or null)")
-    if budget not in BUDGETS:
-        problems.append(f"budget {budget!r} (one of {', '.join(BUDGETS)})")
-    if not (_is_int(onset) and onset >= 1):
-        problems.append(f"l2_onset {onset!r} (an epoch >= 1)")
-    if not (_is_number(fraction) and 0 < fraction <= 1):
-        problems.append(f"data_fraction {fraction!r} (a number in (0, 1])")
-    if vocab is not None and not (_is_int(vocab) and vocab >= 1):
-        problems.append(f"vocab_size {vocab!r} (a number of concepts >= 1, or null)")
-    if problems:
-        raise ExposureError(f"{where}: bad exposure value(s): {'; '.join(problems)}; fix its config.json or retrain it")
-    return values
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _is_int(x) -> bool:
-    return _is_number(x) and float(x).is_integer()
+    """The run's five exposure fields, defaults filled in, as train-heads' `Exposure` reads them;
+    `ExposureError` naming `where` for a bad record."""
+    try:
+        exposure = Exposure.from_dict(config.get("exposure"))
+    except (TypeError, ValueError) as error:  # train.exposure.ExposureError is a ValueError
+        kind = "unknown exposure field(s)" if "unknown" in str(error) else "bad exposure value(s)"
+        raise ExposureError(f"{where}: {kind}: {error}; fix its config.json or retrain it") from None
+    if exposure.ratio is not None and len(exposure.ratio) != len(config.get("langs") or ()):
+        raise ExposureError(f"{where}: bad exposure value(s): ratio {exposure.ratio_text()} needs one share per "
+                            "language of a bilingual run; fix its config.json or retrain it")
+    return exposure.to_dict()
 
 
 def _number(x) -> str:
@@ -200,7 +176,7 @@ def seed_interval(values: np.ndarray, rng: np.random.Generator, n_bootstrap: int
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return float("nan"), float("nan")
-    spread = _modified_rows(values[:, None])[:, 0]
+    spread = spread_seeds(values[:, None])[:, 0]
     means = spread[rng.integers(0, len(values), size=(n_bootstrap, len(values)))].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])

@@ -60,7 +60,7 @@ def _outcomes(name: str, values) -> np.ndarray:
     return matrix
 
 
-def _modified_rows(matrix: np.ndarray) -> np.ndarray:
+def spread_seeds(matrix: np.ndarray) -> np.ndarray:
     """Rows moved away from the seed mean by √(n/(n−1)): makes the bootstrap variance of the seed mean unbiased."""
     n = matrix.shape[0]
     centre = matrix.mean(axis=0)
@@ -81,7 +81,7 @@ def hierarchical_bootstrap(a, b, rng: np.random.Generator, n_resamples: int = 99
     if n_resamples < 1 or not 0 < confidence < 1:
         raise StatsError(f"need n_resamples >= 1 and 0 < confidence < 1, got {n_resamples} and {confidence}")
     n_trials = a.shape[1]
-    a_mod, b_mod = _modified_rows(a), _modified_rows(b)
+    a_mod, b_mod = spread_seeds(a), spread_seeds(b)
     batch = max(1, min(n_resamples, _CELLS_PER_BATCH // n_trials))
     draws = []
     for start in range(0, n_resamples, batch):

@@ -44,7 +44,7 @@ def test_rendering_and_placement_of_the_contract_fields():
     assert placements({**bilingual, "exposure": {"ratio": [75, 25], "budget": "matched"}}, "run") is None  # two fields
     with pytest.raises(ExposureError, match="mono: bad exposure value.*ratio"):
         exposure_of({"langs": ["en"], "exposure": {"ratio": [75, 25]}}, "mono")  # a share per language
-    with pytest.raises(ExposureError, match="r1: bad exposure value.*data_fraction 1.5"):
+    with pytest.raises(ExposureError, match="r1: bad exposure value.*data.fraction 1.5"):
         exposure_of({"exposure": {"data_fraction": 1.5}}, "r1")
     with pytest.raises(ExposureError, match="unknown exposure field.*speed"):
         exposure_of({"exposure": {"speed": 2}}, "r1")
