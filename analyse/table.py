@@ -25,11 +25,19 @@ def _se(values: pd.Series) -> float:
     return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def _row_order(train_langs: str, test_lang: str) -> tuple[int, str]:
-    """Monolingual first, then the bilingual sets by partner language, as in the paper."""
-    langs = train_langs.split("+")
+def _split_condition(train_langs: str) -> tuple[list[str], str]:
+    """`en+fr-r75` → (["en", "fr"], "r75"): the languages, and the condition suffix (`eq` for the
+    equal-steps control, an exposure suffix, or "")."""
+    langs, _, condition = train_langs.partition("-")
+    return langs.split("+"), condition
+
+
+def _row_order(train_langs: str, test_lang: str) -> tuple[int, str, str]:
+    """Monolingual first, then the bilingual sets by partner language, as in the paper; conditions after
+    their default run."""
+    langs, condition = _split_condition(train_langs)
     partners = [lang for lang in langs if lang != test_lang]
-    return (len(langs), "+".join(partners))
+    return (len(langs), "+".join(partners), condition)
 
 
 def table1(accuracies: pd.DataFrame) -> pd.DataFrame:
@@ -57,11 +65,12 @@ def table1(accuracies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _train_label(train_langs: str, test_lang: str) -> str:
-    langs = train_langs.split("+")
+    langs, condition = _split_condition(train_langs)
+    note = f" ({condition})" if condition else ""
     if len(langs) == 1:
-        return f"Monolingual: {langs[0].upper()}"
+        return f"Monolingual: {langs[0].upper()}{note}"
     ordered = [test_lang] + [lang for lang in langs if lang != test_lang]
-    return "Bilingual: " + ", ".join(lang.upper() for lang in ordered)
+    return "Bilingual: " + ", ".join(lang.upper() for lang in ordered) + note
 
 
 def _cell(mean: float, se: float, plus_minus: str) -> str:

@@ -133,3 +133,14 @@ def test_holm_over_the_headline_test_decides_and_a_single_seed_is_not_tested():
     assert not wide["significant"] and wide["decision"] == "not tested (a model has 1 seed)"
     assert wide["p_value"] < 0.001  # the trial-level column is still there for these trained models
     assert narrow["p_holm"] == pytest.approx(narrow["p_hier"])  # the untested row is outside the family
+
+
+def test_condition_runs_are_labelled_after_their_languages():
+    """An exposure or equal-steps run is its own row, named by its languages and then its condition."""
+    from analyse.table import display_rows
+
+    table = pd.DataFrame([
+        {"train_langs": tl, "test_lang": "fr", "width": 128, "familiar_mean": 90.0, "familiar_se": 1.0,
+         "me_mean": 55.0, "me_se": 1.0, "n_seeds": 2} for tl in ("fr", "fr-eq", "en+fr", "en+fr-r75")])
+    labels = [row[0] for row in display_rows(table)]
+    assert labels == ["Monolingual: FR", "Monolingual: FR (eq)", "Bilingual: FR, EN", "Bilingual: FR, EN (r75)"]
