@@ -14,7 +14,8 @@ import click  # noqa: E402
 import torch  # noqa: E402
 
 from cache import layout  # noqa: E402
-from train.loop import LoadedStores, resolve_device, train_sweep  # noqa: E402
+from cache.hardware import PRECISION_HELP, PRECISIONS  # noqa: E402
+from train.loop import LoadedStores, choose_precision, resolve_device, train_sweep  # noqa: E402
 from train.model import LOGIT_MODES, TwoTower  # noqa: E402
 from train.runs import RunConfigError, load_run, parse_seeds, plan_runs  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
@@ -75,8 +76,12 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               "paper's text).")
 @click.option("--equal-steps", is_flag=True, help="Monolingual runs pass over their data twice per epoch, "
               "matching a bilingual run's steps (the paper's control).")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
-              help="Autocast precision (fp32 master weights either way).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help=f"Autocast precision, fp32 master weights either way: {PRECISION_HELP}. The resolved one is "
+              "printed and recorded in config.json.")
+@click.option("--reference", is_flag=True, help="Reference mode, to check the fast path: embed every sampled "
+              "occurrence separately (own dropout masks) in fp32 through the full transformer layer, as the "
+              "authors' code does (several times slower; recorded in config.json).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--study", default="main", show_default=True, help="Runs go to $VGSME_HOME/runs/<study>/.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -87,8 +92,8 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               "core]; 1 is faster when other jobs keep the cores busy.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
-                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
-                out, name, force, threads, quiet) -> None:
+                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, reference, device,
+                study, out, name, force, threads, quiet) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder."""
     logging.basicConfig(level=logging.WARNING)
     if threads:
@@ -101,6 +106,8 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
         image_paths = (image_store.split(",") if image_store
                        else [str(p) for p in layout.find_stores(cache_folder, "image", encoder=image_encoder)])
         device = resolve_device(device)
+        chosen = choose_precision(precision, device, reference)
+        click.echo(f"precision: {chosen.name} ({chosen.reason})", err=True)
         stores = LoadedStores(device)
         audio_dims = {lang: stores.store(paths).dim for lang, paths in audio_stores.items()}
         if len(set(audio_dims.values())) > 1:
@@ -109,7 +116,8 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
         runs = plan_runs(lang_sets, [int(w) for w in split_values(widths)], parse_seeds(",".join(seeds)),
                          audio_stores, image_paths, audio_dims.popitem()[1], stores.store(image_paths).dim,
                          epochs=epochs, batch_size=batch_size, lr_max=lr_max, negatives_mode=negatives_mode,
-                         logit_mode=logit_mode, precision=precision, equal_steps=equal_steps, device=device)
+                         logit_mode=logit_mode, precision=chosen.name, equal_steps=equal_steps, device=device,
+                         reference=reference)
         for width in dict.fromkeys(run.width for run in runs):
             count = TwoTower(runs[0].audio_dim, runs[0].image_dim, width).parameter_count()
             click.echo(f"W={width}: {count:,} parameters (audio D={runs[0].audio_dim}, image D={runs[0].image_dim})",

@@ -57,6 +57,7 @@ class RunConfig:
     valid_seed: int = 20250817
     audio_bucket: int = 256
     device: str = "cpu"
+    reference: bool = False  # train.reference: every occurrence embedded separately, full layer, fp32
 
     @property
     def repeats(self) -> int:
