@@ -45,9 +45,9 @@ class ResidentFeatures:
     fp16 → bf16 before the input projection, and that cast measured 4× the cost of the bf16 matmul itself
     on this CPU (65 vs 16 ms for 256 images). So for bf16 runs the store is converted once, in place
     (chunk by chunk in the same memory), and batches are gathered as bf16: the projection then sees the
-    very values autocast would have given it. The gather mirrors InMemoryFeatures.gather: padding
-    positions point at the all-zero row after the last frame; numpy `take` on int16 views (numpy has no
-    bf16) on CPU, `index_select` on CUDA.
+    very values autocast would have given it; fp32 runs get an fp32 copy (`resident_dtype` says why). The
+    gather mirrors InMemoryFeatures.gather: padding positions point at the all-zero row after the last
+    frame; numpy `take` on integer views of the same width (numpy has no bf16) on CPU, `index_select` on CUDA.
     """
 
     def __init__(self, mem, dtype: torch.dtype):
