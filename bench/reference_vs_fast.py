@@ -7,11 +7,11 @@ trains the demo's English configuration (`--langs en --width 128 --epochs 20 --l
 the Makefile's DEMO_TRAIN_OPTS) once per seed in each mode, the modes one after another on `--threads`
 torch threads (so a shared machine is not hogged): the fast path into the study `<study>-fast`, reference
 mode (`train.reference`: every occurrence embedded on its own, fp32, the full transformer layer) into
-`<study>-reference`. Then `analyse familiar` and `analyse me` score every run on the same shared test
-episodes. It prints, and writes to `$VGSME_HOME/reports/<study>/reference_vs_fast.csv` and `.md`, per
-mode: best epoch, best validation loss, familiar and ME accuracy (%), and seconds per run, each as the
-mean over seeds with its 95 % confidence interval (Student t), and the fast − reference difference with
-its 95 % CI (Welch). Complete runs are not retrained, so a rerun only scores and tabulates. Options the
+`<study>-reference`. Then `analyse familiar` and `analyse me` score every complete run on the same
+shared test episodes (a run interrupted by a deadline is left out; `--modes` alone trains nothing). It
+prints, and writes to `$VGSME_HOME/reports/<study>/reference_vs_fast.csv` and `.md`, per mode: best epoch,
+best validation loss, familiar and ME accuracy (%), and seconds per run, each as the mean over seeds with
+its 95 % confidence interval (Student t), and the fast − reference difference with its 95 % CI (Welch). Complete runs are not retrained, so a rerun only scores and tabulates. Options the
 script does not know go to `train-heads` in both modes (e.g. `--epochs 12`).
 """
 from __future__ import annotations
@@ -45,22 +45,31 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def train_and_score(mode: str, study: str, seeds: str, corpus: str, threads: int, extra: list[str]) -> None:
+def train(mode: str, study: str, seeds: str, corpus: str, threads: int, extra: list[str]) -> None:
     command = [tool("train-heads"), "--corpus", corpus, *DEMO_EN, "--seeds", seeds, "--study", study,
                "--threads", str(threads), "--quiet", *MODES[mode], *extra]
     print("$ train-heads", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True)
+
+
+def complete_runs(study: str) -> list[Path]:
+    """The study's run folders whose training finished (an interrupted run is left out, not guessed at)."""
+    folder = layout.runs_dir(study)
+    runs = sorted(folder.iterdir()) if folder.is_dir() else []
+    return [run for run in runs if (read_config(run) or {}).get("status") == "complete"]
+
+
+def score(runs: list[Path]) -> None:
+    """`analyse familiar` and `analyse me` on these runs (the shared test episodes of the corpus)."""
     for test in ("familiar", "me"):
-        subprocess.run([tool("analyse"), test, "--study", study], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([tool("analyse"), test, *map(str, runs)], check=True, stdout=subprocess.DEVNULL)
 
 
-def run_rows(mode: str, study: str) -> list[dict]:
-    """One row per complete run of the study: its best epoch and validation loss, its test accuracies."""
+def run_rows(mode: str, runs: list[Path]) -> list[dict]:
+    """One row per run: its best epoch and validation loss, its test accuracies, its training seconds."""
     rows = []
-    for run_dir in sorted(layout.runs_dir(study).iterdir()):
+    for run_dir in runs:
         config = read_config(run_dir)
-        if config is None or config.get("status") != "complete":
-            continue
         metrics = read_metrics(run_dir)
         best = min(metrics, key=lambda row: row["val_loss"])
         accuracy = pd.read_csv(run_dir / "analysis" / "accuracy.csv").groupby("test")["accuracy"].mean()
@@ -121,15 +130,18 @@ def main() -> None:
     parser.add_argument("--study", default="refvsfast", help="study name prefix: <study>-fast, <study>-reference")
     parser.add_argument("--corpus", default="demo", help="corpus whose cache holds the stores (default demo)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES),
-                        help="modes to train (default both; the table needs both)")
+    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
+                        help="modes to train (default both); `--modes` alone trains nothing and tabulates the "
+                        "complete runs there are")
     args, extra = parser.parse_known_args()
     for mode in args.modes:
-        train_and_score(mode, f"{args.study}-{mode}", args.seeds, args.corpus, args.threads, extra)
-    runs = pd.DataFrame([row for mode in MODES if layout.runs_dir(f"{args.study}-{mode}").is_dir()
-                         for row in run_rows(mode, f"{args.study}-{mode}")])
-    if runs.empty or set(runs["mode"]) != set(MODES):
-        raise SystemExit("both modes need complete runs before they can be compared")
+        train(mode, f"{args.study}-{mode}", args.seeds, args.corpus, args.threads, extra)
+    done = {mode: complete_runs(f"{args.study}-{mode}") for mode in MODES}
+    if not all(len(runs) >= 2 for runs in done.values()):
+        raise SystemExit(f"each mode needs at least two complete runs to compare; have "
+                         f"{', '.join(f'{m}: {len(r)}' for m, r in done.items())}")
+    score([run for runs in done.values() for run in runs])
+    runs = pd.DataFrame([row for mode, folders in done.items() for row in run_rows(mode, folders)])
     table = summary(runs)
     out = layout.reports_dir(args.study)
     write_csv(out / "reference_vs_fast_runs.csv", runs)

@@ -172,7 +172,7 @@ def matmul_shapes(width: int, batch: int) -> dict[str, tuple[int, int, int]]:
             "block attention (W -> W)": (sequences, width, width)}
 
 
-def matmul_gflops(shape: tuple[int, int, int], precision: str, device: str, reps: int = 3) -> float:
+def matmul_gflops(shape: tuple[int, int, int], precision: str, device: str, reps: int = 5) -> float:
     """Best GFLOP/s of `F.linear` at `shape` under `precision`'s autocast: the ceiling a step can reach."""
     m, k, n = shape
     x = torch.randn(m, k, device=device).to(resident_dtype(precision))
