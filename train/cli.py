@@ -92,8 +92,8 @@ def split_values(values: tuple[str, ...]) -> list[str]:
               "core]; 1 is faster when other jobs keep the cores busy.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
-                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, reference, device,
-                study, out, name, force, threads, quiet) -> None:
+                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
+                out, name, force, threads, quiet, reference) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder."""
     logging.basicConfig(level=logging.WARNING)
     if threads:
