@@ -14,9 +14,10 @@ import torch  # noqa: E402
 
 from cache import layout  # noqa: E402
 from cache.clitools import Command, split_values, user_errors, verbosity_options  # noqa: E402
-from cache.hardware import DEVICE_HELP, resolve_device  # noqa: E402
+from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device  # noqa: E402
 from train.model import LOGIT_MODES  # noqa: E402
 from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
+from train.loop import choose_precision  # noqa: E402
 from train.runs import RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
 from train.sweep import plan_sweep  # noqa: E402
@@ -78,8 +79,12 @@ from train.sweep import plan_sweep  # noqa: E402
 @click.option("--save-epochs", is_flag=True, help="Also keep the weights at initialisation and after every epoch "
               "(epochs/epoch-000.safetensors, epoch-001, ...) to score learning trajectories; never used to "
               "choose the run's checkpoint (best.safetensors stays the lowest validation loss).")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
-              help="Autocast precision (fp32 master weights either way).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help=f"Autocast precision, fp32 master weights either way: {PRECISION_HELP}. The resolved one is "
+              "printed and recorded in config.json.")
+@click.option("--reference", is_flag=True, help="Reference mode, to check the fast path: embed every sampled "
+              "occurrence separately (own dropout masks) in fp32 through the full transformer layer, as the "
+              "authors' code does (several times slower; recorded in config.json).")
 @click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}.")
 @click.option("--exclude-concepts", multiple=True, metavar="CONCEPT...",
               help="Concepts left out of every training and validation set (familiar or novel; the paper drops "
@@ -97,7 +102,7 @@ from train.sweep import plan_sweep  # noqa: E402
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
-                save_epochs, progress) -> None:
+                save_epochs, reference, progress) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -106,11 +111,15 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
     """
     if threads:
         torch.set_num_threads(threads)
+    device = resolve_device(device)
+    chosen = choose_precision(precision, device, reference)
+    click.echo(f"precision: {chosen.name} ({chosen.reason})", err=True)
     plan = plan_sweep(split_values(langs), split_values(configs), split_values(seeds), split_values(widths),
                       cache_folder or layout.cache_dir(corpus), list(audio_store_opts),
                       split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
-                      resolve_device(device), epochs=epochs, batch_size=batch_size, lr_max=lr_max,
-                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
+                      device, epochs=epochs, batch_size=batch_size, lr_max=lr_max,
+                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=chosen.name,
+                      reference=reference,
                       equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
                                                 split_values(fractions), split_values(vocab_sizes)),

@@ -6,20 +6,20 @@ import contextlib
 import numpy as np
 import torch
 
+from cache.hardware import resolve_precision
 from train.model import TwoTower
-
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @torch.no_grad()
 def embed_store(model: TwoTower, store_or_mem, indices, device: str = "cpu", batch_size: int = 256,
-                precision: str = "fp32") -> np.ndarray:
+                precision: str = "auto") -> np.ndarray:
     """(N, E) float32 L2-normalised embeddings of items `indices` of a store, in the order given.
 
     `store_or_mem` is a `cache.FeatureStore` (read from disk batch by batch; nothing else is loaded) or an
-    `InMemoryFeatures` from `store.load()`. The model runs in eval mode (no dropout), fp32 by default so that
-    analyses do not depend on the machine's low-precision kernels. Audio is batched in length order to cut
-    padding; the output keeps the order of `indices`.
+    `InMemoryFeatures` from `store.load()`. The model runs in eval mode (no dropout) under `precision`
+    (`auto`: the device's fastest native precision, `cache.hardware.resolve_precision`; pass `fp32` for
+    embeddings that do not depend on the machine's low-precision kernels). Audio is batched in length order
+    to cut padding; the output keeps the order of `indices`.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     from_disk = hasattr(store_or_mem, "read")
@@ -28,9 +28,9 @@ def embed_store(model: TwoTower, store_or_mem, indices, device: str = "cpu", bat
     order = np.argsort(lengths, kind="stable")
     was_training = model.training
     model.eval().to(device)
-    dtype = PRECISIONS[precision]
+    chosen = resolve_precision(precision, str(device))
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
-    autocast = (contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype))
+    autocast = torch.autocast(device_type, dtype=chosen.dtype) if chosen.autocast else contextlib.nullcontext()
     parts = []
     with autocast:
         for start in range(0, len(idx), batch_size):

@@ -4,7 +4,9 @@ Speed comes from four exact (or nearly exact) choices: features sit in memory (R
 asked) and batches are gathered by tensor indexing; each distinct item of a step is embedded once
 (`torch.unique` over the step's indices, then the embeddings are indexed back into the 60 × 12 episodes);
 the transformer block is computed for the CLS position only (`train.model.cls_block`); matmuls run under
-bf16 autocast with fp32 master weights. Audio is embedded in length-sorted buckets to cut padding.
+the machine's fastest native autocast precision (`cache.hardware.resolve_precision`) with fp32 master
+weights. Audio is embedded in length-sorted buckets to cut padding. `--reference` (`train.reference`)
+replaces all but the first with the authors' way, to show that the fast path changes nothing.
 """
 from __future__ import annotations
 
@@ -24,16 +26,18 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import cache
+import cache
+from cache.atomic import atomic_write
+from cache.hardware import PRECISION_DTYPES, Precision, resolve_precision
 from cache.memory import InMemoryFeatures
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
-from cache.atomic import atomic_write
+from train.reference import REFERENCE_PRECISION, occurrence_embeddings
 from train.runs import RunConfig, RunConfigError, RunFolder, TrainingDiverged, code_revision
 from train.sampler import EpisodeSampler, Episodes, concept_codes
 from train.schedule import make_optimizer, make_schedule, set_lr
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class LoadedStores:
@@ -52,13 +56,25 @@ class LoadedStores:
         return self._stores[key]
 
     def memory(self, paths: list[str], precision: str) -> InMemoryFeatures:
-        """Its features in RAM (CPU runs) or in GPU memory (CUDA runs), loaded once per storage dtype:
-        bf16 for bf16 runs (see `cache.memory` for why), else float16 as stored."""
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        """Its features in RAM (CPU runs) or in GPU memory (CUDA runs), loaded once per `resident_dtype`."""
+        dtype = resident_dtype(precision)
         key = (tuple(str(p) for p in paths), dtype)
         if key not in self._memory:
             self._memory[key] = self.store(paths).load(device=self.device, dtype=dtype)
         return self._memory[key]
+
+
+def resident_dtype(precision: str) -> torch.dtype:
+    """The dtype features sit in memory in for a run of `precision` (bf16|fp16|fp32): the one its input
+    projection reads, so no batch is cast on the hot path.
+
+    Measured (docs/training.md, "Features in memory"): a per-batch cast before the projection cost more than
+    the projection itself for bf16 (fp16 store + autocast: 193 ms, bf16 store: 41 ms per 128 paper-shaped
+    images, forward + backward, one thread, AMX CPU), and 10-60 % for fp32 (fp16 store + cast: 170-390 ms,
+    fp32 store: 136-153 ms; also under emulated AVX2). fp32 residency doubles the features' memory: a
+    store of float16 features takes twice its file size in RAM.
+    """
+    return PRECISION_DTYPES[precision]
 
 
 class AudioPool:
@@ -171,18 +187,19 @@ def episode_embeddings(model: TwoTower, data: TrainingData, episodes: Episodes,
     return audio[audio_back.to(audio.device)], image[image_back.to(image.device)]
 
 
-def episode_scores(model: TwoTower, data: TrainingData, episodes: Episodes, bucket: int):
-    audio, image = episode_embeddings(model, data, episodes, bucket)
+def episode_scores(model: TwoTower, data: TrainingData, episodes: Episodes, bucket: int, reference: bool = False):
+    """Audio→image and image→audio logits of a batch; `reference` embeds every occurrence the authors' way."""
+    audio, image = (occurrence_embeddings if reference else episode_embeddings)(model, data, episodes, bucket)
     device = audio.device
     valid = [None if v is None else torch.from_numpy(v).to(device) for v in (episodes.image_valid, episodes.audio_valid)]
     return episode_logits(audio, image, model.logit_scale(), *valid)
 
 
 def train_step(model: TwoTower, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, data: TrainingData,
-               episodes: Episodes, autocast, bucket: int) -> float:
+               episodes: Episodes, autocast, bucket: int, reference: bool = False) -> float:
     """One optimiser step on a batch of episodes; returns its loss."""
     with autocast():
-        loss = episode_loss(*episode_scores(model, data, episodes, bucket))
+        loss = episode_loss(*episode_scores(model, data, episodes, bucket, reference))
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -193,11 +210,11 @@ def train_step(model: TwoTower, optimizer: torch.optim.Optimizer, scaler: torch.
 
 @torch.no_grad()
 def evaluate(model: TwoTower, data: TrainingData, episodes: Episodes, autocast,
-             bucket: int) -> tuple[float, float, float]:
+             bucket: int, reference: bool = False) -> tuple[float, float, float]:
     """Validation loss, familiar accuracy (two images, as the familiar test) and top-1 of 12 (audio→image)."""
     model.eval()
     with autocast():
-        to_image, to_audio = episode_scores(model, data, episodes, bucket)
+        to_image, to_audio = episode_scores(model, data, episodes, bucket, reference)
         loss = episode_loss(to_image, to_audio)
     return (float(loss), float(familiar_test_accuracy(to_image).mean()),
             float(correct_choices(to_image).float().mean()))
@@ -205,10 +222,24 @@ def evaluate(model: TwoTower, data: TrainingData, episodes: Episodes, autocast,
 
 def autocast_factory(device_type: str, precision: str):
     """A zero-argument function giving a fresh autocast context (none for fp32)."""
-    dtype = PRECISIONS[precision]
+    if precision not in PRECISION_DTYPES:
+        raise RunConfigError(f"precision {precision!r} is not one of {', '.join(PRECISION_DTYPES)}: resolve "
+                             "`auto` first (train.loop.choose_precision)")
+    dtype = PRECISION_DTYPES[precision]
     if dtype == torch.float32:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type, dtype=dtype)
+
+
+def choose_precision(requested: str, device: str, reference: bool = False) -> Precision:
+    """The precision a run trains in: `cache.hardware.resolve_precision`'s answer, except that reference mode
+    is fp32 by definition (`auto` gives fp32 there; an explicit other precision is refused)."""
+    if not reference:
+        return resolve_precision(requested, device)
+    if (requested or "auto").lower() not in ("auto", REFERENCE_PRECISION):
+        raise RunConfigError(f"--reference trains in {REFERENCE_PRECISION} (the authors' way); drop "
+                             f"--precision {requested} or use --precision auto")
+    return Precision(REFERENCE_PRECISION, "reference mode: every occurrence, full layer, fp32")
 
 
 def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: bool = True) -> Path:
@@ -238,6 +269,8 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
     device = config.device
     device_type = "cuda" if device.startswith("cuda") else "cpu"
 
+    if config.reference and config.precision != REFERENCE_PRECISION:
+        raise RunConfigError(f"a reference run trains in {REFERENCE_PRECISION}, not {config.precision}")
     autocast = autocast_factory(device_type, config.precision)
 
     # data and episodes
@@ -295,7 +328,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             lr = schedule.lr(first_step[epoch] + step)
             set_lr(optimizer, lr)
             loss = train_step(model, optimizer, scaler, data, data.train.draw(anchors, rng), autocast,
-                              config.audio_bucket)
+                              config.audio_bucket, config.reference)
             if not math.isfinite(loss):
                 bar.close()
                 raise diverged(folder, config, f"epoch {epoch + 1}, step {step + 1}", "training", loss)
@@ -304,7 +337,8 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{metrics[-1]['val_familiar_acc']:.3f}" if metrics else "-",
                             samples_s=f"{bar.n / max(1e-9, time.perf_counter() - started):.0f}")
         bar.close()
-        val_loss, val_acc, val_top1 = evaluate(model, data, valid_episodes, autocast, config.audio_bucket)
+        val_loss, val_acc, val_top1 = evaluate(model, data, valid_episodes, autocast, config.audio_bucket,
+                                               config.reference)
         if not math.isfinite(val_loss):
             raise diverged(folder, config, f"epoch {epoch + 1}", "validation", val_loss)
         metrics.append({"epoch": epoch + 1, "train_loss": total_loss / len(order), "val_loss": val_loss,

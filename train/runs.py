@@ -88,6 +88,7 @@ class RunConfig:
     valid_seed: int = 20250817
     audio_bucket: int = 256
     device: str = "cpu"
+    reference: bool = False  # train.reference: every occurrence embedded separately, full layer, fp32
     exclude_concepts: list[str] = field(default_factory=list)  # in no training or validation set
     exposure: Exposure = field(default_factory=Exposure)  # language shares, budget, onset, data, vocabulary
     save_epochs: bool = False  # also keep the weights of every epoch (epochs/epoch-NNN.safetensors)
