@@ -32,7 +32,7 @@ from scipy import stats  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, when run as a script
 from cache import layout  # noqa: E402
 from cache.atomic import write_csv, write_text  # noqa: E402
-from train.runs import read_config, read_metrics  # noqa: E402
+from train.runs import RunFolder  # noqa: E402
 
 DEMO_EN = ["--langs", "en", "--width", "128", "--epochs", "20", "--logit-mode", "cap", "--lr", "2e-3"]
 MODES = {"fast": [], "reference": ["--reference"]}
@@ -56,7 +56,7 @@ def complete_runs(study: str) -> list[Path]:
     """The study's run folders whose training finished (an interrupted run is left out, not guessed at)."""
     folder = layout.runs_dir(study)
     runs = sorted(folder.iterdir()) if folder.is_dir() else []
-    return [run for run in runs if (read_config(run) or {}).get("status") == "complete"]
+    return [run for run in runs if RunFolder.is_run_folder(run) and RunFolder.open(run).status == "complete"]
 
 
 def score(runs: list[Path]) -> None:
@@ -69,9 +69,8 @@ def run_rows(mode: str, runs: list[Path]) -> list[dict]:
     """One row per run: its best epoch and validation loss, its test accuracies, its training seconds."""
     rows = []
     for run_dir in runs:
-        config = read_config(run_dir)
-        metrics = read_metrics(run_dir)
-        best = min(metrics, key=lambda row: row["val_loss"])
+        folder = RunFolder.open(run_dir)
+        config, metrics, best = folder.config, folder.metrics, folder.best_row
         accuracy = pd.read_csv(run_dir / "analysis" / "accuracy.csv").groupby("test")["accuracy"].mean()
         rows.append({"mode": mode, "seed": config["seed"], "precision": config["precision"],
                      "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],

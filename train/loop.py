@@ -26,7 +26,6 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 import cache
-import cache
 from cache.atomic import atomic_write
 from cache.hardware import PRECISION_DTYPES, Precision, resolve_precision
 from cache.memory import InMemoryFeatures

@@ -467,41 +467,6 @@ def _store_path(p: str) -> Path:
     return path if path.is_absolute() else vgsme_home() / path
 
 
-@dataclass
-class Run:
-    """A run folder with its model loaded (what `load_run` gives)."""
-
-    folder: RunFolder
-    model: TwoTower = field(repr=False)
-
-    @property
-    def path(self) -> Path:
-        return self.folder.path
-
-    @property
-    def config(self) -> dict:
-        return self.folder.config
-
-    @property
-    def metrics(self) -> list[dict]:
-        return self.folder.metrics
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.folder.best_epoch
-
-
-def load_run(path: str | Path, checkpoint: str = "best") -> Run:
-    """A run folder's config, metrics and model (best-validation weights by default, eval mode)."""
-    folder = RunFolder.open(path)
-    return Run(folder, folder.load_model(checkpoint))
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The metrics.csv rows of the run in `path`."""
-    return RunFolder.open(path).metrics
-
-
 def code_revision() -> str | None:
     """`git rev-parse HEAD` of the checkout this code runs from, when there is one."""
     try:

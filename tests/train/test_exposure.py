@@ -14,7 +14,11 @@ from train.cli import train_heads
 from train.exposure import DEFAULTS, Exposure, ExposureError, sweep_exposures
 from train.loop import LoadedStores, train_run
 from train.model import TwoTower
-from train.runs import RunFolder, read_metrics
+from train.runs import RunFolder
+
+
+def _metrics(path) -> list[dict]:
+    return RunFolder.open(path).metrics
 from train.schedule import make_schedule
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -151,7 +155,7 @@ def test_conditioned_runs_are_deterministic_and_recorded(tiny_cache, tmp_path):
     assert config.folder_name() == "en+fr-w64-s0-r75-onset2-data50-vocab6"
     a, b = (train_run(config, tmp_path / name, stores, progress=False) for name in ("a", "b"))
     drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
-    assert drop(read_metrics(a)) == drop(read_metrics(b))
+    assert drop(_metrics(a)) == drop(_metrics(b))
     saved = RunFolder.open(a).config
     assert saved["exposure"] == exposure.to_dict() and RunFolder.open(a).exposure == exposure
     assert saved["vocabulary"] == exposure.select_vocabulary(sorted(FAMILIAR), 0) and len(saved["vocabulary"]) == 6
@@ -212,7 +216,7 @@ def test_save_epochs_keeps_a_consistent_trajectory(tiny_cache, tmp_path):
     assert folder.config["save_epochs"] is True and RunFolder.open(plain).config["save_epochs"] is False
     assert sorted(p.name for p in (folder.path / "epochs").iterdir()) == [f"epoch-00{k}.safetensors" for k in range(3)]
     drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
-    assert drop(read_metrics(folder.path)) == drop(read_metrics(plain))  # saving changes no number
+    assert drop(_metrics(folder.path)) == drop(_metrics(plain))  # saving changes no number
     weights = {k: load_file(folder.epoch_checkpoint_path(k)) for k in range(3)}
     torch.manual_seed(config.seed)
     initial = TwoTower(config.audio_dim, config.image_dim, config.width, config.logit_mode, dropout=config.dropout)

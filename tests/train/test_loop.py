@@ -16,7 +16,11 @@ from tests.synthetic import FAMILIAR, synthetic_items, write_synthetic_store
 from train.embed import embed_store
 from train.loop import LoadedStores, train_run, train_sweep
 from train.model import TwoTower
-from train.runs import RunConfig, RunConfigError, load_run, read_metrics
+from train.runs import RunConfig, RunConfigError, RunFolder
+
+
+def _metrics(path) -> list[dict]:
+    return RunFolder.open(path).metrics
 
 CONCEPTS = list(FAMILIAR) + ["ball", "cake"]
 AUDIO_DIM, IMAGE_DIM = 16, 24
@@ -70,7 +74,7 @@ def tiny_cache(tmp_path_factory):
 def test_loss_falls_and_familiar_accuracy_rises(tiny_cache, tmp_path):
     config = tiny_config(tiny_cache, epochs=6, lr_max=2e-3)  # a higher peak lr: a few dozen steps in all
     run_dir = train_run(config, tmp_path / "run", LoadedStores("cpu"), progress=False)
-    metrics = read_metrics(run_dir)
+    metrics = _metrics(run_dir)
     assert [row["epoch"] for row in metrics] == list(range(1, 7))
     assert metrics[-1]["train_loss"] < 0.2 * metrics[0]["train_loss"]
     assert metrics[-1]["val_loss"] < 0.2 * metrics[0]["val_loss"]
@@ -81,17 +85,18 @@ def test_loss_falls_and_familiar_accuracy_rises(tiny_cache, tmp_path):
     assert config_json["vocabulary"] == sorted(FAMILIAR)  # novel concepts are never trained on
     assert len(config_json["provenance"]) == 3
 
-    run = load_run(run_dir)
-    assert run.best_epoch == min(metrics, key=lambda r: r["val_loss"])["epoch"]
+    folder = RunFolder.open(run_dir)
+    model = folder.load_model()
+    assert folder.best_epoch == min(metrics, key=lambda r: r["val_loss"])["epoch"]
     # embed_store: from disk and from memory alike, unit vectors, the requested order
     store = cache.open_store(tiny_cache / "audio-en.synthetic.h5")
     idx = np.array([5, 0, 17, 3])
-    from_disk = embed_store(run.model, store, idx)
-    from_memory = embed_store(run.model, store.load(), idx)
+    from_disk = embed_store(model, store, idx)
+    from_memory = embed_store(model, store.load(), idx)
     assert from_disk.shape == (4, 64) and from_disk.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(from_disk, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(from_disk, from_memory, atol=1e-6)
-    np.testing.assert_allclose(from_disk[1:2], embed_store(run.model, store, [0]), atol=1e-6)
+    np.testing.assert_allclose(from_disk[1:2], embed_store(model, store, [0]), atol=1e-6)
     images = cache.open_store(tiny_cache / "image.synthetic.h5")
     assert embed_store(TwoTower.from_run(run_dir, "last"), images, np.arange(7)).shape == (7, 64)
 
@@ -100,7 +105,7 @@ def test_same_seed_same_metrics_other_seed_differs(tiny_cache, tmp_path):
     stores = LoadedStores("cpu")
     runs = [train_run(tiny_config(tiny_cache, ("en",), seed=s, epochs=2, precision="bf16"), tmp_path / name, stores,
                       progress=False) for s, name in [(3, "a"), (3, "b"), (4, "c")]]
-    a, b, c = (read_metrics(r) for r in runs)
+    a, b, c = (_metrics(r) for r in runs)
     drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     assert drop(a) == drop(b)
     assert drop(a) != drop(c)
@@ -113,7 +118,7 @@ def test_shared_negatives_and_equal_steps_and_cap_run(tiny_cache, tmp_path):
     saved = json.loads((run_dir / "config.json").read_text())
     # 13 concepts × 6 train items = 78 anchors, twice per epoch for the equal-steps control
     assert saved["steps_per_epoch"] == -(-2 * 78 // 8) and config.folder_name() == "en-w64-s0-eq"
-    assert all(0 < row["logit_scale"] <= 100 for row in read_metrics(run_dir))
+    assert all(0 < row["logit_scale"] <= 100 for row in _metrics(run_dir))
 
 
 def test_complete_run_is_skipped_and_other_config_refused(tiny_cache, tmp_path):
@@ -143,7 +148,7 @@ train_run(tiny_config(Path({cache!r}), epochs={epochs}), Path({run!r}), LoadedSt
 
 def test_kill_9_then_rerun_ends_with_the_same_metrics(tiny_cache, tmp_path):
     epochs = 6
-    reference = read_metrics(train_run(tiny_config(tiny_cache, epochs=epochs), tmp_path / "reference",
+    reference = _metrics(train_run(tiny_config(tiny_cache, epochs=epochs), tmp_path / "reference",
                                        LoadedStores("cpu"), progress=False))
     run_dir = tmp_path / "killed"
     script = RUN_IN_SUBPROCESS.format(tests=str(Path(__file__).parent), cache=str(tiny_cache), epochs=epochs,
@@ -160,7 +165,7 @@ def test_kill_9_then_rerun_ends_with_the_same_metrics(tiny_cache, tmp_path):
     assert interrupted["status"] == "running"
     # state.pt is the commit point (metrics.csv and the checkpoints follow it): killed between epochs 1 and 6
     assert 1 <= len(torch.load(run_dir / "state.pt", weights_only=False)["metrics"]) < epochs
-    resumed = read_metrics(train_run(tiny_config(tiny_cache, epochs=epochs), run_dir, LoadedStores("cpu"),
+    resumed = _metrics(train_run(tiny_config(tiny_cache, epochs=epochs), run_dir, LoadedStores("cpu"),
                                      progress=False))
     drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
     assert drop(resumed) == drop(reference)
@@ -174,5 +179,5 @@ def test_two_fresh_loads_train_bit_for_bit_alike(tiny_cache, tmp_path, precision
     runs = [train_run(tiny_config(tiny_cache, ("en", "fr"), epochs=2, precision=precision), tmp_path / name,
                       LoadedStores("cpu"), progress=False) for name in ("a", "b")]
     drop = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
-    assert drop(read_metrics(runs[0])) == drop(read_metrics(runs[1]))
+    assert drop(_metrics(runs[0])) == drop(_metrics(runs[1]))
     assert (runs[0] / "last.safetensors").read_bytes() == (runs[1] / "last.safetensors").read_bytes()
