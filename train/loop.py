@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 import cache
 from cache.atomic import atomic_write
+from cache.clitools import progress_bar
 from cache.hardware import PRECISION_DTYPES, Precision, resolve_precision
 from cache.memory import InMemoryFeatures
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
@@ -320,8 +320,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
         model.train()
         order = data.train.epoch_order(rng, config.repeats, config.exposure, epoch)
         total_loss, lr = 0.0, config.lr_min
-        bar = tqdm(total=len(order), unit="anchor", desc=f"{run_dir.name} {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(progress, total=len(order), unit="anchor", desc=f"{run_dir.name} {epoch + 1}/{config.epochs}")
         for step, start in enumerate(range(0, len(order), config.batch_size)):
             anchors = order[start: start + config.batch_size]
             lr = schedule.lr(first_step[epoch] + step)

@@ -159,3 +159,14 @@ def test_parse_seeds_refuses_empty_ranges():
     with pytest.raises(RunConfigError, match="empty"):
         parse_seeds("3-1")
     assert parse_seeds("2-2") == [2]
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(vgsme_home):
+    """Not a terminal (CliRunner's stderr): no redrawn bars, one plain line per epoch."""
+    write_tiny_cache(layout.cache_dir("demo"))
+    result = CliRunner().invoke(train_heads, ["--langs", "en", "--epochs", "3", "--width", "64", "--batch-size", "16",
+                                              "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.stderr
+    epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("en-w64-s0 ")]
+    assert [line.split(":")[0] for line in epoch_lines] == [f"en-w64-s0 {k}/3" for k in (1, 2, 3)]
