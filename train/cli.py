@@ -19,7 +19,7 @@ from train.model import LOGIT_MODES  # noqa: E402
 from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
 from train.runs import RunConfigError, RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
-from train.sweep import SweepResult, plan_from_run, plan_sweep  # noqa: E402
+from train.sweep import SweepPlan, SweepResult, plan_from_run, plan_sweep  # noqa: E402
 from train.sweepfile import SweepFileError, given_on_command_line, read_sweep_file  # noqa: E402
 
 # What `--from` may be given with: where the new run goes and how it runs, never what it is.
@@ -125,10 +125,10 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               "core]; 1 is faster when other jobs keep the cores busy.")
 @verbosity_options
 @user_errors
-def train_heads(sweep_file, from_run, allow_changed_stores, langs, configs, seeds, widths, corpus, cache_folder,
-                audio_store_opts, image_store, audio_encoder, image_encoder, epochs, batch_size, lr_max, negatives_mode,
-                logit_mode, equal_steps, precision, device, study, exclude_concepts, out, name, force, threads, ratios,
-                budgets, onsets, fractions, vocab_sizes, save_epochs, progress) -> None:
+def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
+                image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
+                exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
+                save_epochs, progress, sweep_file, from_run, allow_changed_stores) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -140,31 +140,43 @@ def train_heads(sweep_file, from_run, allow_changed_stores, langs, configs, seed
         torch.set_num_threads(threads)
     ctx = click.get_current_context()
     if from_run is not None:
-        refuse_beside_from(ctx)
-        if out is None:
-            raise click.ClickException("--from needs --out NEW_FOLDER: the folder of the retrained run")
-        if out.resolve() == (from_run.parent if from_run.is_file() else from_run).resolve():
-            raise click.ClickException(f"--out {out} is the run given to --from: give a new folder")
-        plan = plan_from_run(from_run, resolve_device(device) if given_on_command_line(ctx, "device") else None,
-                             allow_changed_stores)
-        runs_root, name = out.parent, out.name
-    else:
-        if allow_changed_stores:
-            raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
-        if sweep_file is not None:
-            sweep_file.check_command_line(ctx)
-        plan = plan_sweep(split_values(langs), split_values(configs), split_values(seeds), split_values(widths),
-                          cache_folder or layout.cache_dir(corpus), list(audio_store_opts),
-                          split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
-                          resolve_device(device), epochs=epochs, batch_size=batch_size, lr_max=lr_max,
-                          negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
-                          equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
-                          exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
-                                                    split_values(fractions), split_values(vocab_sizes)),
-                          save_epochs=save_epochs)
-        runs_root = out or layout.runs_dir(study)
-        if sweep_file is not None:
-            sweep_file.save_copy(runs_root, force)
+        plan, runs_root, name = plan_from_options(ctx, from_run, out, device, allow_changed_stores)
+        return train_plan(plan, runs_root, name, force, progress)
+    if allow_changed_stores:
+        raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
+    if sweep_file is not None:
+        sweep_file.check_command_line(ctx)
+    plan = plan_sweep(split_values(langs), split_values(configs), split_values(seeds), split_values(widths),
+                      cache_folder or layout.cache_dir(corpus), list(audio_store_opts),
+                      split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
+                      resolve_device(device), epochs=epochs, batch_size=batch_size, lr_max=lr_max,
+                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
+                      equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
+                      exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
+                                                split_values(fractions), split_values(vocab_sizes)),
+                      save_epochs=save_epochs)
+    runs_root = out or layout.runs_dir(study)
+    if sweep_file is not None:
+        sweep_file.save_copy(runs_root, force, ctx.command)
+    train_plan(plan, runs_root, name, force, progress)
+
+
+def plan_from_options(ctx: click.Context, from_run: Path, out: Path | None, device: str,
+                      allow_changed_stores: bool) -> tuple[SweepPlan, Path, str]:
+    """`--from RUN --out NEW_FOLDER`: the recorded run's plan, and the new folder as (parent, name)."""
+    refuse_beside_from(ctx)
+    if out is None:
+        raise click.ClickException("--from needs --out NEW_FOLDER: the folder of the retrained run")
+    if out.resolve() == (from_run.parent if from_run.is_file() else from_run).resolve():
+        raise click.ClickException(f"--out {out} is the run given to --from: give a new folder")
+    plan = plan_from_run(from_run, resolve_device(device) if given_on_command_line(ctx, "device") else None,
+                         allow_changed_stores)
+    return plan, out.parent, out.name
+
+
+def train_plan(plan: SweepPlan, runs_root: Path, name: str | None, force: bool, progress: bool) -> None:
+    """Train the plan's runs, printing each run folder; for a sweep, `run i/N done (k failed)` lines (stderr)
+    and a summary; exit status 1 at the end, naming the failed runs, when any failed."""
     first = plan.runs[0]
     for width, count in plan.parameter_counts().items():
         click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)

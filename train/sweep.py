@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from cache import layout
+from cache.hardware import resolve_device
 from train.loop import LoadedStores, train_sweep
 from train.model import TwoTower
 from train.runs import (RunConfig, RunConfigError, RunFolder, RunFolderError, StaleStoreError, parse_seeds,
@@ -174,9 +175,8 @@ def plan_from_run(source: Path, device: str | None = None, allow_changed_stores:
     values = {k: v for k, v in recorded.items() if k in fields}
     values["audio_stores"] = [[str(p) for p in paths] for paths in folder.audio_stores.values()]
     values["image_store"] = [str(p) for p in folder.image_store]
-    if device is not None:
-        values["device"] = device
-    stores = LoadedStores(values.get("device", "cpu"))
+    values["device"] = device or resolve_device(values.get("device", "cpu"))  # a recorded GPU may be absent now
+    stores = LoadedStores(values["device"])
     changes = folder.stale_stores(lambda paths: stores.store([str(p) for p in paths]))
     missing = [change for change in changes if change.current is None]
     if missing or (changes and not allow_changed_stores):

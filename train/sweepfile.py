@@ -17,11 +17,12 @@ import click
 import yaml
 
 from cache.atomic import write_text
+from cache.clitools import split_values
 
 # The copy of the sweep file in its study folder (JSON is valid YAML, so one name serves both).
 SWEEP_COPY = "sweep.yaml"
 # Options that say where and how a sweep runs, not what it is: never keys of a sweep file, allowed beside it.
-RUNTIME_OPTIONS = ("sweep_file", "from_run", "out", "name", "force", "threads", "quiet", "verbose", "help",
+RUNTIME_OPTIONS = ("sweep_file", "from_run", "out", "force", "threads", "quiet", "verbose", "help",
                    "allow_changed_stores")
 # Options a sweep file may set that may instead be given beside it (they do not change a run's numbers on CPU).
 EITHER_PLACE = ("device",)
@@ -60,19 +61,23 @@ class SweepFile:
                                  f"instead (`{option[2:]}: ...`), which is the sweep's record; beside --sweep the "
                                  f"command line takes only {', '.join(_runtime_spellings(ctx))}")
 
-    def save_copy(self, study_folder: Path, force: bool) -> Path:
+    def save_copy(self, study_folder: Path, force: bool, command: click.Command) -> Path:
         """Copy the file to `study_folder/sweep.yaml` (atomically); a different sweep there is refused unless
-        `force` (the same options with other comments or layout are the same sweep)."""
+        `force` (the same values in other spellings, comments or layout are the same sweep)."""
         copy = Path(study_folder) / SWEEP_COPY
         if copy.exists() and not force:
             try:
-                same = _values(_parse(copy, copy.read_text(), ".yaml")[0]) == _values(_parse(self.path, self.text)[0])
-            except (OSError, UnicodeDecodeError, SweepFileError):
+                same = read_sweep_file(copy, command, ".yaml").values() == self.values()
+            except SweepFileError:
                 same = False
             if not same:
                 raise SweepFileError(f"{copy} holds a different sweep than {self.path}: give another --study (or "
                                      "--out), or --force to replace it (and retrain the runs of this sweep)")
         return write_text(copy, self.text)
+
+    def values(self) -> dict[str, Any]:
+        """The values with multi-value options' comma lists split (`en,fr` and `[en, fr]` are alike)."""
+        return {name: split_values(value) if isinstance(value, list) else value for name, value in self.defaults.items()}
 
 
 def given_on_command_line(ctx: click.Context, name: str) -> bool:
@@ -82,14 +87,15 @@ def given_on_command_line(ctx: click.Context, name: str) -> bool:
                                               click.core.ParameterSource.PROMPT)
 
 
-def read_sweep_file(path: Path, command: click.Command) -> SweepFile:
-    """Parse `path` (YAML or JSON by its suffix) against `command`'s options; every fault names the file."""
+def read_sweep_file(path: Path, command: click.Command, suffix: str | None = None) -> SweepFile:
+    """Parse `path` (YAML or JSON by its suffix, or `suffix`) against `command`'s options; every fault names
+    the file."""
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise SweepFileError(f"sweep file {path} cannot be read ({error})") from None
-    entries, lines = _parse(path, text)
+    entries, lines = _parse(path, text, suffix)
     options = _options_by_key(command)
     defaults: dict[str, Any] = {}
     found_lines: dict[str, int] = {}
@@ -118,8 +124,8 @@ def _long_name(param: click.Parameter) -> str:
 
 def _runtime_spellings(ctx: click.Context) -> list[str]:
     return [_long_name(p) for p in ctx.command.params
-            if p.name in EITHER_PLACE or p.name in RUNTIME_OPTIONS and p.name not in ("sweep_file", "from_run", "name",
-                                                                                     "help", "allow_changed_stores")]
+            if p.name in EITHER_PLACE or p.name in RUNTIME_OPTIONS and p.name not in ("sweep_file", "from_run", "help",
+                                                                                     "allow_changed_stores")]
 
 
 def _parse(path: Path, text: str, suffix: str | None = None) -> tuple[dict, dict]:
@@ -137,8 +143,10 @@ def _parse(path: Path, text: str, suffix: str | None = None) -> tuple[dict, dict
                  for key in entries} if isinstance(entries, dict) else {}
     else:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-            entries = yaml.safe_load(text)
+            # BaseLoader: every scalar stays the text written, as on a command line (YAML 1.1 would read the
+            # ratio 75:25 as the base-60 number 4525 and the language code `no` as false)
+            root = yaml.compose(text, Loader=yaml.BaseLoader)
+            entries = yaml.load(text, Loader=yaml.BaseLoader)
         except yaml.YAMLError as error:
             raise SweepFileError(f"sweep file {path} is not valid YAML: {error}") from None
         lines = {}
@@ -168,9 +176,11 @@ def _convert(param: click.Option, value: Any, key: str, where: str) -> Any:
     """The value as the command line would give it (strings; a list for a multi-value option; a bool for a
     flag), checked by the option's own type so that a bad value names the file's line."""
     if param.is_flag:
-        if not isinstance(value, bool):
-            raise SweepFileError(f"{where}: {key!r} is a flag: write `{key}: true` or `{key}: false`")
-        return value
+        if isinstance(value, bool):  # JSON
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # YAML, read as text
+            return value.lower() == "true"
+        raise SweepFileError(f"{where}: {key!r} is a flag: write `{key}: true` or `{key}: false`")
     if param.multiple:
         if isinstance(value, dict):  # `audio-store: {en: a.h5, fr: [b.h5, c.h5]}` → en=a.h5 fr=b.h5,c.h5
             value = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()]
@@ -191,8 +201,3 @@ def _convert(param: click.Option, value: Any, key: str, where: str) -> Any:
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-
-
-def _values(entries: dict) -> dict:
-    """A parsed file's values with its keys' spellings made alike (to compare two files as sweeps)."""
-    return {str(k).replace("_", "-"): v for k, v in entries.items()}
