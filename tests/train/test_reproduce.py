@@ -179,3 +179,12 @@ def test_a_failed_run_does_not_stop_the_sweep_and_a_rerun_resumes(vgsme_home):
     assert result.exit_code == 0, result.output
     assert "3 runs: 1 complete, 2 skipped (already complete), 0 failed" in result.output
     assert "done (" not in result.output  # --quiet: no progress lines, the summary still
+
+
+def test_a_diverged_run_does_not_stop_the_next(vgsme_home):
+    write_tiny_cache(layout.cache_dir("demo"))
+    result = invoke("--configs", "en", "fr", *TINY, "--lr", "1e6", "-q")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "2 of 2 runs failed" in result.output and "fr-w64-s0: run" in result.output, result.output
+    for name in ("en-w64-s0", "fr-w64-s0"):  # the second run was trained (and failed) after the first failed
+        assert run_config(vgsme_home / "runs" / "main" / name)["status"] == "failed"
