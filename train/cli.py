@@ -18,12 +18,42 @@ from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_devi
 from train.model import LOGIT_MODES  # noqa: E402
 from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
 from train.loop import choose_precision  # noqa: E402
-from train.runs import RunFolder  # noqa: E402
+from train.runs import RunConfigError, RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
-from train.sweep import plan_sweep  # noqa: E402
+from train.sweep import SweepPlan, SweepResult, plan_from_run, plan_sweep  # noqa: E402
+from train.sweepfile import SweepFileError, given_on_command_line, read_sweep_file  # noqa: E402
+
+# What `--from` may be given with: where the new run goes and how it runs, never what it is.
+FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "quiet", "verbose")
+
+
+def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | None):
+    """`--sweep FILE` (eager): the file's values become the other options' defaults, so it expands exactly as
+    the same options written on the command line would."""
+    if value is None:
+        return None
+    try:
+        sweep = read_sweep_file(value, ctx.command)
+    except SweepFileError as error:
+        raise click.ClickException(str(error)) from None
+    ctx.default_map = {**(ctx.default_map or {}), **sweep.defaults}
+    return sweep
 
 
 @click.command(cls=Command)
+@click.option("--sweep", "sweep_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True,
+              callback=load_sweep_file, expose_value=True, metavar="FILE",
+              help="Read the sweep's options from a YAML or JSON file (keys: the long option names below, e.g. "
+              "`configs: [en, en+fr]`, `seeds: 0-4`, `batch-size: 60`; see docs/training.md); it is copied to the "
+              "study folder as sweep.yaml. Beside it the command line takes only --out, --device, --threads, "
+              "--force, -q, -v.")
+@click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
+              help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
+              "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
+              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, -q, -v.")
+@click.option("--allow-changed-stores", is_flag=True,
+              help="With --from: retrain on the recorded store paths even if their content changed since (a new "
+              "run, not a reproduction); without it such a store is refused.")
 @click.option("--langs", multiple=True, metavar="LANG...",
               help="Languages of ONE run (two = a bilingual run), e.g. `--langs en fr`.")
 @click.option("--configs", multiple=True, metavar="CONFIG...",
@@ -91,10 +121,11 @@ from train.sweep import plan_sweep  # noqa: E402
               "the novel `nautilus`), e.g. `--exclude-concepts nautilus`; recorded in config.json.")
 @click.option("--study", default="main", show_default=True, help="Runs go to $VGSME_HOME/runs/<study>/.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder to put the run folders in, instead of $VGSME_HOME/runs/<study>.")
+              help="Folder to put the run folders in, instead of $VGSME_HOME/runs/<study>; with --from, the new "
+              "run folder itself.")
 @click.option("--name", help="Folder name of a single run (default <langs>-w<width>-s<seed>).")
 @click.option("--force", is_flag=True, help="Retrain runs that are complete, or whose stores changed since they were "
-              "trained (their folders are replaced).")
+              "trained (their folders are replaced); with --sweep, also replace a different sweep.yaml.")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
               "core]; 1 is faster when other jobs keep the cores busy.")
 @verbosity_options
@@ -102,15 +133,24 @@ from train.sweep import plan_sweep  # noqa: E402
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
-                save_epochs, reference, progress) -> None:
+                save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
     is refused (use --force to retrain it); a run that failed (NaN loss) is replaced when rerun with other
-    options.
+    options. A failed run does not stop the others: the command ends with exit status 1, naming them, and
+    rerunning it resumes.
     """
     if threads:
         torch.set_num_threads(threads)
+    ctx = click.get_current_context()
+    if from_run is not None:
+        plan, runs_root, name = plan_from_options(ctx, from_run, out, device, allow_changed_stores)
+        return train_plan(plan, runs_root, name, force, progress)
+    if allow_changed_stores:
+        raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
+    if sweep_file is not None:
+        sweep_file.check_command_line(ctx)
     device = resolve_device(device)
     chosen = choose_precision(precision, device, reference)
     click.echo(f"precision: {chosen.name} ({chosen.reason})", err=True)
@@ -124,11 +164,55 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
                                                 split_values(fractions), split_values(vocab_sizes)),
                       save_epochs=save_epochs)
+    runs_root = out or layout.runs_dir(study)
+    if sweep_file is not None:
+        sweep_file.save_copy(runs_root, force, ctx.command)
+    train_plan(plan, runs_root, name, force, progress)
+
+
+def plan_from_options(ctx: click.Context, from_run: Path, out: Path | None, device: str,
+                      allow_changed_stores: bool) -> tuple[SweepPlan, Path, str]:
+    """`--from RUN --out NEW_FOLDER`: the recorded run's plan, and the new folder as (parent, name)."""
+    refuse_beside_from(ctx)
+    if out is None:
+        raise click.ClickException("--from needs --out NEW_FOLDER: the folder of the retrained run")
+    if out.resolve() == (from_run.parent if from_run.is_file() else from_run).resolve():
+        raise click.ClickException(f"--out {out} is the run given to --from: give a new folder")
+    plan = plan_from_run(from_run, resolve_device(device) if given_on_command_line(ctx, "device") else None,
+                         allow_changed_stores)
+    return plan, out.parent, out.name
+
+
+def train_plan(plan: SweepPlan, runs_root: Path, name: str | None, force: bool, progress: bool) -> None:
+    """Train the plan's runs, printing each run folder; for a sweep, `run i/N done (k failed)` lines (stderr)
+    and a summary; exit status 1 at the end, naming the failed runs, when any failed."""
     first = plan.runs[0]
     for width, count in plan.parameter_counts().items():
         click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)
-    plan.train(out or layout.runs_dir(study), name, force, progress=progress,
-               on_done=lambda path: click.echo(summary(path)))
+    total = len(plan.runs)
+
+    def finished(i: int, run_dir: Path, result: SweepResult) -> None:
+        if result.failed and result.failed[-1][0] == run_dir:
+            click.echo(f"run {run_dir.name} failed: {result.failed[-1][1]}", err=True)
+        if progress:
+            click.echo(f"run {i}/{total} done ({len(result.failed)} failed)", err=True)
+
+    result = plan.train(runs_root, name, force, progress=progress, on_done=lambda path: click.echo(summary(path)),
+                        on_finished=finished if total > 1 else None)
+    if total > 1:
+        click.echo(result.summary(), err=True)
+    result.raise_for_failures()
+
+
+def refuse_beside_from(ctx: click.Context) -> None:
+    """`--from` retrains what the run recorded: an option that would change that is an error, not ignored."""
+    given = [p for p in ctx.command.params if p.name not in FROM_OPTIONS and p.name != "help"
+             and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        names = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in given)
+        raise RunConfigError(f"--from retrains the recorded configuration, which {names} would change; beside --from "
+                             "give only --out, --device, --threads, --force, --allow-changed-stores, -q or -v (to "
+                             "train other options, give them without --from)")
 
 
 def summary(path: Path) -> str:

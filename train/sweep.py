@@ -2,17 +2,55 @@
 
 `plan_sweep` does every check that needs no training (languages, seeds, widths, stores, dims, the
 `--audio-store` languages), so a sweep with a typo fails in a second, before its first run starts.
+`plan_from_run` plans the retraining of a recorded run (`train-heads --from`) on the stores it recorded.
+Training a plan goes on past a failed run (a NaN loss, changed stores) so that one bad run does not cost the
+rest of a sweep; the failures are reported together at the end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from cache import layout
+from cache.hardware import resolve_device
 from train.loop import LoadedStores, train_sweep
 from train.model import TwoTower
-from train.runs import RunConfig, RunConfigError, parse_seeds, plan_runs
+from train.runs import (RunConfig, RunConfigError, RunFolder, RunFolderError, StaleStoreError, parse_seeds,
+                        plan_runs)
+
+
+class SweepFailed(ValueError):
+    """Some runs of a sweep failed (the others were trained): names each with its reason."""
+
+
+@dataclass
+class SweepResult:
+    """What became of each run of a sweep, in the order they were trained."""
+
+    complete: list[Path] = field(default_factory=list)  # trained (or resumed) to the end now
+    skipped: list[Path] = field(default_factory=list)  # already complete: not retrained
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # with the reason
+
+    @property
+    def total(self) -> int:
+        return len(self.complete) + len(self.skipped) + len(self.failed)
+
+    def summary(self) -> str:
+        """`N runs: a complete, b skipped (already complete), c failed`."""
+        return (f"{self.total} runs: {len(self.complete)} complete, {len(self.skipped)} skipped (already complete), "
+                f"{len(self.failed)} failed")
+
+    def raise_for_failures(self) -> None:
+        """`SweepFailed` naming every failed run and why (a single run's error as it was); rerunning resumes."""
+        if not self.failed:
+            return
+        if self.total == 1:
+            raise SweepFailed(self.failed[0][1])
+        raise SweepFailed(f"{len(self.failed)} of {self.total} runs failed:\n  "
+                          + "\n  ".join(f"{path.name}: {reason}" for path, reason in self.failed)
+                          + "\nrerun the same command to retry them after the fix (complete runs are skipped)")
 
 
 @dataclass
@@ -29,9 +67,31 @@ class SweepPlan:
                 for width in dict.fromkeys(run.width for run in self.runs)}
 
     def train(self, runs_root: Path, name: str | None = None, force: bool = False, progress: bool = True,
-              on_done: Callable[[Path], None] | None = None) -> list[Path]:
-        """Train every run under `runs_root` (see `train.loop.train_sweep`); returns the run folders."""
-        return train_sweep(self.runs, runs_root, name, force, progress=progress, on_done=on_done, stores=self.stores)
+              on_done: Callable[[Path], None] | None = None,
+              on_finished: Callable[[int, Path, SweepResult], None] | None = None) -> SweepResult:
+        """Train every run under `runs_root` (each as `train.loop.train_sweep` does), on past a failed one.
+
+        `on_done(path)` follows each run that is complete (trained or skipped); `on_finished(i, run_dir, result)`
+        each run, failed or not (i counts from 1). A failed run raises nothing here: see `raise_for_failures`.
+        """
+        if name is not None and len(self.runs) != 1:
+            raise RunConfigError(f"--name names one run folder, but {len(self.runs)} runs were asked for")
+        result = SweepResult()
+        for i, config in enumerate(self.runs, 1):
+            run_dir = Path(runs_root) / (name or config.folder_name())
+            try:
+                was_complete = not force and RunFolder.is_run_folder(run_dir) and \
+                    RunFolder.open(run_dir).status == "complete"
+                train_sweep([config], runs_root, name, force, progress=progress, stores=self.stores)
+            except (ValueError, OSError) as error:  # this run's fault: the others may still train
+                result.failed.append((run_dir, str(error)))
+            else:
+                (result.skipped if was_complete else result.complete).append(run_dir)
+                if on_done is not None:
+                    on_done(run_dir)
+            if on_finished is not None:
+                on_finished(i, run_dir, result)
+        return result
 
 
 def language_sets(langs: list[str], configs: list[str]) -> list[list[str]]:
@@ -99,3 +159,46 @@ def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[st
     runs = plan_runs(lang_sets, width_list, seed_list, audio_stores, image_paths, audio_dims.popitem()[1],
                      stores.store(image_paths).dim, device=device, **options)
     return SweepPlan(runs, stores)
+
+
+def plan_from_run(source: Path, device: str | None = None, allow_changed_stores: bool = False) -> SweepPlan:
+    """The run recorded in `source` (a run folder or its config.json) as a plan of one, on its recorded stores.
+
+    Every `RunConfig` value comes from config.json (a field an older run did not record takes its default);
+    `device` replaces the recorded device (it does not change the numbers on CPU). A store that is missing is
+    refused; one whose fingerprint differs from the recorded one too, unless `allow_changed_stores` (the run
+    is then retrained on the stores as they are now: a new run, not a reproduction).
+    """
+    folder = open_recorded_run(Path(source))
+    recorded = folder.config
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    values = {k: v for k, v in recorded.items() if k in fields}
+    values["audio_stores"] = [[str(p) for p in paths] for paths in folder.audio_stores.values()]
+    values["image_store"] = [str(p) for p in folder.image_store]
+    values["device"] = device or resolve_device(values.get("device", "cpu"))  # a recorded GPU may be absent now
+    stores = LoadedStores(values["device"])
+    changes = folder.stale_stores(lambda paths: stores.store([str(p) for p in paths]))
+    missing = [change for change in changes if change.current is None]
+    if missing or (changes and not allow_changed_stores):
+        lines = "\n  ".join(change.describe() for change in changes)
+        fix = ("restore or re-extract the missing store(s) with extract-features" if missing else
+               "re-extract the stores as they were (their recorded provenance is in config.json), or pass "
+               "--allow-changed-stores to retrain on the stores as they are now (a new run, not a reproduction)")
+        raise StaleStoreError(f"cannot retrain {folder.path} as recorded:\n  {lines}\n{fix}")
+    first = values["audio_stores"][0]
+    values["audio_dim"], values["image_dim"] = stores.store(first).dim, stores.store(values["image_store"]).dim
+    try:
+        config = RunConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise RunFolderError(f"{folder.config_path} does not describe a run this version can train ({error}); "
+                             "train it anew with the options of its config.json") from None
+    return SweepPlan([config], stores)
+
+
+def open_recorded_run(source: Path) -> RunFolder:
+    """The run folder named by `--from`: the folder itself, or the path of its config.json."""
+    if source.is_file():
+        if source.name != "config.json":
+            raise RunFolderError(f"--from {source}: give a run folder or the config.json inside one")
+        source = source.parent
+    return RunFolder.open(source)
