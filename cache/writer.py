@@ -15,7 +15,6 @@ their batch is written.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from .files import journal_path, remove_path, remove_store, tmp_path
 from .formats import backend_for_suffix
 from .integrity import item_checksums
 from .items import ITEM_COLUMNS, ItemTable, SkippedTable, decode_strings, encode_strings
+from .locks import acquire
 from .provenance import Provenance
 from .reader import open_store
 
@@ -85,13 +85,7 @@ class StoreWriter:
         write_json(self.journal / "meta.json", meta)  # written last: a journal without it is discarded
 
     def _lock(self) -> None:
-        self._lock_fh = open(self.journal / "lock", "a+")
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_fh.close()
-            self._lock_fh = None
-            raise StoreError(f"another process is writing {self.path} (lock {self.journal / 'lock'})") from None
+        self._lock_fh = acquire(self.journal / "lock", f"writing {self.path}", StoreError)
 
     def _events(self) -> list[tuple[int, Path]]:
         out = []

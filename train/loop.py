@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 import cache
 from cache.atomic import atomic_write
 from cache.clitools import progress_bar
+from cache.locks import exclusive, lock_file_for
 from cache.hardware import PRECISION_DTYPES, Precision, resolve_precision
 from cache.memory import InMemoryFeatures
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
@@ -399,11 +400,12 @@ def train_sweep(configs: list[RunConfig], runs_root: Path, name: str | None = No
     done = []
     for config in configs:
         run_dir = Path(runs_root) / (name or config.folder_name())
-        if force and run_dir.exists():
-            if any(run_dir.iterdir()) and not RunFolder.is_run_folder(run_dir):
-                raise RunConfigError(f"{run_dir} is not a run folder (no config.json); --force will not delete it")
-            shutil.rmtree(run_dir)
-        done.append(train_run(config, run_dir, stores, progress))
+        with exclusive(lock_file_for(run_dir), f"training {run_dir}"):  # --force may replace the folder
+            if force and run_dir.exists():
+                if any(run_dir.iterdir()) and not RunFolder.is_run_folder(run_dir):
+                    raise RunConfigError(f"{run_dir} is not a run folder (no config.json); --force will not delete it")
+                shutil.rmtree(run_dir)
+            done.append(train_run(config, run_dir, stores, progress))
         if on_done is not None:
             on_done(done[-1])
     return done

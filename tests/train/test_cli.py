@@ -170,3 +170,18 @@ def test_progress_in_a_log_is_one_line_per_epoch(vgsme_home):
     assert "\r" not in result.stderr
     epoch_lines = [line for line in result.stderr.splitlines() if line.startswith("en-w64-s0 ")]
     assert [line.split(":")[0] for line in epoch_lines] == [f"en-w64-s0 {k}/3" for k in (1, 2, 3)]
+
+
+def test_a_run_being_trained_elsewhere_is_refused(vgsme_home):
+    """Two processes training one run folder would interleave its files: the second is refused, cleanly."""
+    from cache.locks import acquire, lock_file_for
+
+    write_tiny_cache(layout.cache_dir("demo"))
+    held = acquire(lock_file_for(vgsme_home / "runs" / "main" / "en-w64-s0"), "a test")  # as another live trainer would
+    try:
+        result = invoke("--langs", "en", "--epochs", "1", "--width", "64", "--batch-size", "16", "--device", "cpu")
+        assert result.exit_code == 1 and "another process is training" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        held.close()
+    assert invoke("--langs", "en", "--epochs", "1", "--width", "64", "--batch-size", "16", "--device", "cpu").exit_code == 0
