@@ -20,11 +20,16 @@ TEST_DEBS := chromium
 # The demo's lighter configuration (docs/training.md, "The demo configuration", says why).
 DEMO_SEEDS ?= 0-1
 DEMO_TRAIN_OPTS ?= --width 128 --epochs 20 --logit-mode cap --lr 2e-3
+# The exposure demo: EN+FR at three language ratios, every epoch's weights kept (docs/analyses.md, "Learning
+# trajectories"). The ratio runs keep the default `sum` budget: `analyse exposure` places a run that changes
+# one exposure field only, and a ratio under `--budget matched` changes two.
+DEMO_EXPOSURE_RATIOS ?= 75:25 50:50 25:75
 
-.PHONY: demo test venv system-deps test-system-deps npm-deps bench clean help readme-results
+.PHONY: demo demo-exposure test venv system-deps test-system-deps npm-deps bench clean help readme-results
 
 help:
 	@echo "make demo   build the demo corpus, extract features, train, analyse, report"
+	@echo "make demo-exposure  the demo corpus, an EN+FR language-ratio study with learning trajectories"
 	@echo "make test   run the test suite"
 	@echo "make bench  run the speed benchmarks under bench/"
 
@@ -55,6 +60,13 @@ demo: venv system-deps npm-deps
 	time $(BIN)/extract-features --corpus demo --all
 	time $(BIN)/train-heads --corpus demo --configs en fr nl en+fr en+nl fr+nl --seeds $(DEMO_SEEDS) $(DEMO_TRAIN_OPTS) --study demo
 	time $(BIN)/analyse all --study demo
+
+demo-exposure: venv system-deps npm-deps
+	time $(BIN)/vgsme-demo-corpus
+	time $(BIN)/extract-features --corpus demo --all
+	time $(BIN)/train-heads --corpus demo --langs en fr --ratio $(DEMO_EXPOSURE_RATIOS) --seeds $(DEMO_SEEDS) \
+		$(DEMO_TRAIN_OPTS) --save-epochs --study demo-exposure
+	time $(BIN)/analyse all --study demo-exposure
 
 # Copy the demo's Table 1 and two figures next to the README (run after `make demo`).
 readme-results:

@@ -214,6 +214,31 @@ def exposure(targets, study, out, resamples, bootstrap, seed, progress):
 @_runs_options
 @_out_option
 @_embedding_options
+@_episode_options
+@verbosity_options
+@user_errors
+def trajectory(targets, study, out, device, precision, episode_seed, per_concept, progress):
+    """Score every epoch saved by `train-heads --save-epochs` (epoch 0: the untrained heads) on the final
+    analysis's familiar and ME episodes: <run>/analysis/trajectory.csv, trajectory.csv and trajectory.png."""
+    import pandas as pd
+
+    from analyse.pipeline import trajectory_study
+
+    runs, name = _resolve(targets, study)
+    device, precision = _hardware(device, precision)
+    paths = trajectory_study(runs, _out(out, name), device, precision, episode_seed, per_concept, progress=progress)
+    _say("trajectory", list(paths.values()))
+    data = pd.read_csv(paths["trajectory"], dtype={"train_langs": str, "lang": str, "test": str})
+    last = data.groupby("run")["epoch"].transform("max")
+    for at, rows in (("untrained", data[data["epoch"] == 0]), ("last epoch", data[data["epoch"] == last])):
+        means = rows.groupby(["train_langs", "width", "test", "lang"])["accuracy"].mean()
+        click.echo(f"{at}: " + ", ".join(f"{m.upper()} w{w} {t} {lang} {a:.1f} %" for (m, w, t, lang), a in means.items()))
+
+
+@analyse.command()
+@_runs_options
+@_out_option
+@_embedding_options
 @click.option("--items-per-concept", default=VARIANCE_ITEMS_PER_CONCEPT, show_default=True,
               help="Most test items per (concept, language) in the subsample the variances are computed on.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the subsample and the bootstrap.")
@@ -288,7 +313,8 @@ def report(targets, study, out, progress):
 @verbosity_options
 @user_errors
 def all_(targets, study, out, device, precision, episode_seed, per_concept, progress):
-    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation, report.
+    """Everything, in order: export, familiar + ME, trajectory (runs with saved epochs), table, compare,
+    variance, embeddings, translation, exposure (runs with a non-default exposure), report.
 
     PCA pictures are drawn for the first seed of each configuration, t-SNE for one bilingual model (EN–NL
     when present, as in the paper); `analyse embeddings` draws t-SNE for any others."""

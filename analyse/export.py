@@ -114,12 +114,13 @@ def embeddings_key(run, precision: str) -> dict:
             "precision": precision}
 
 
-def embed_run(run, device: str = "cpu", precision: str = "fp32") -> Embedded:
-    """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint."""
+def embed_run(run, device: str = "cpu", precision: str = "fp32", checkpoint: str | int = "best") -> Embedded:
+    """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint
+    (or another one: `last`, or a saved epoch's number, as `RunFolder.load_model` takes)."""
     from analyse.study import items_frame, open_store
     from train.embed import embed_store
 
-    model = run.load_model("best", device)
+    model = run.load_model(checkpoint, device)
     parts = []
     for modality, paths in [("audio", p) for p in run.audio_stores.values()] + [("image", run.image_store)]:
         store = open_store(paths)

@@ -17,6 +17,11 @@ of analyse.stats does, so the interval is not too narrow with two or three seeds
 condition (in the order of `value_order`) are compared on their shared episodes with analyse.stats's
 hierarchical bootstrap (seeds of both values and the trials resampled), exactly the test `analyse compare`
 uses; Holm's correction runs over all comparisons of one test (ME, or familiar) in one call.
+
+Runs trained with `--save-epochs` also give each model an untrained baseline: epoch 0 of its runs (the same
+heads at initialisation, same seeds; analyse.trajectory), a row with value `untrained` (value_order empty,
+reference false) per (condition, training languages, width, test language), drawn as a thin horizontal
+line in the model's colour. It is a reference, not a value of the condition: no neighbour test involves it.
 """
 from __future__ import annotations
 
@@ -45,6 +50,7 @@ TEST_COLUMNS = [
     "acc_a", "acc_b", "diff_pp", "ci_low_pp", "ci_high_pp", "p_hier", "p_holm", "significant", "decision",
 ]
 _LABELS = ["condition", "value", "value_order", "reference"]
+UNTRAINED_VALUE = "untrained"
 _AXIS_NOTES = {"ratio": " (sum: the data's natural share)", "vocab_size": " (all: every familiar concept)"}
 
 
@@ -211,14 +217,42 @@ def exposure_summary(predictions: pd.DataFrame, options: ExposureOptions = Expos
     for (condition, train_langs, width, lang, order, value, reference), group in accuracy.groupby(keys, sort=True):
         row = {"condition": condition, "value": value, "value_order": order, "reference": bool(reference),
                "train_langs": train_langs, "width": int(width), "test_lang": lang, "n_seeds": group["seed"].nunique()}
-        for test in ("familiar", "me"):
-            values = group.loc[group["test"] == test, "accuracy"].to_numpy()
-            row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
-            row[f"{test}_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-            interval = seed_interval(values, rng, options.n_bootstrap, 1 - options.alpha)
-            # the widened seeds can step past 0 or 100 %, which no accuracy can
-            row[f"{test}_ci_low"], row[f"{test}_ci_high"] = (float(np.clip(x, 0.0, 100.0)) for x in interval)
-        rows.append(row)
+        rows.append({**row, **_seed_statistics(group, rng, options)})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _seed_statistics(group: pd.DataFrame, rng: np.random.Generator, options: ExposureOptions) -> dict:
+    """Mean, s.e. and bootstrap interval over the seeds' accuracies (columns test, accuracy), per test."""
+    row = {}
+    for test in ("familiar", "me"):
+        values = group.loc[group["test"] == test, "accuracy"].to_numpy()
+        row[f"{test}_mean"] = float(values.mean()) if len(values) else float("nan")
+        row[f"{test}_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+        interval = seed_interval(values, rng, options.n_bootstrap, 1 - options.alpha)
+        # the widened seeds can step past 0 or 100 %, which no accuracy can
+        row[f"{test}_ci_low"], row[f"{test}_ci_high"] = (float(np.clip(x, 0.0, 100.0)) for x in interval)
+    return row
+
+
+def untrained_summary(runs, options: ExposureOptions = ExposureOptions()) -> pd.DataFrame:
+    """The `untrained` rows (SUMMARY_COLUMNS): per (condition, model, width, test language), epoch 0 of the
+    placed runs that kept their epochs, one accuracy per seed (the mean over that seed's runs, which start
+    from the same heads). Empty when no placed run kept its epochs."""
+    from analyse.trajectory import collect_trajectories, has_saved_epochs
+
+    pairs = [(run, p) for run, p in placed_runs(runs) if has_saved_epochs(run)]
+    if not pairs:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    start = collect_trajectories(list({run.path: run for run, _ in pairs}.values())).query("epoch == 0")
+    frames = [start[start["run"] == run.name].assign(condition=p.condition, model=model_langs(run)) for run, p in pairs]
+    accuracy = pd.concat(frames, ignore_index=True).groupby(
+        ["condition", "model", "width", "lang", "test", "seed"], as_index=False)["accuracy"].mean()
+    rng = np.random.default_rng(options.seed)
+    rows = []
+    for (condition, model, width, lang), group in accuracy.groupby(["condition", "model", "width", "lang"], sort=True):
+        row = {"condition": condition, "value": UNTRAINED_VALUE, "value_order": float("nan"), "reference": False,
+               "train_langs": model, "width": int(width), "test_lang": lang, "n_seeds": group["seed"].nunique()}
+        rows.append({**row, **_seed_statistics(group, rng, options)})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -274,7 +308,8 @@ def neighbour_tests(predictions: pd.DataFrame, options: ExposureOptions = Exposu
 # ------------------------------------------------------------------------------------------ the figure
 def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
     """ME and familiar accuracy against each condition's value (rows: conditions, columns: test languages),
-    95 % intervals over seeds as bands, the 50 % chance line; one line per model (training languages, width)."""
+    95 % intervals over seeds as bands, the 50 % chance line; one line per model (training languages, width),
+    and its `untrained` rows (if any) as thin horizontal lines in its colour."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,6 +318,8 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
 
     from cache.atomic import save_figure
 
+    untrained = summary[summary["value"] == UNTRAINED_VALUE]
+    summary = summary[summary["value"] != UNTRAINED_VALUE]
     conditions = sorted(set(summary["condition"]), key=CONDITIONS.index)
     langs = sorted(set(summary["test_lang"]))
     fig, axes = plt.subplots(len(conditions), len(langs), figsize=(4.2 * len(langs), 3.2 * len(conditions)),
@@ -308,6 +345,11 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
                     ax.plot(x, line[f"{test}_mean"], dash, marker=marker, color=colour, lw=1.4, ms=4,
                             label=f"{train_langs.upper()} w{width} {name}")
                     ax.fill_between(x, line[f"{test}_ci_low"], line[f"{test}_ci_high"], color=colour, alpha=0.18, lw=0)
+            start = untrained[(untrained["condition"] == condition) & (untrained["test_lang"] == lang)]
+            for r in start.itertuples():
+                for test, (dash, _, name) in styles.items():
+                    ax.axhline(getattr(r, f"{test}_mean"), color=palette.get((r.train_langs, r.width), "grey"),
+                               ls=dash, lw=0.7, alpha=0.7, label=f"{r.train_langs.upper()} w{r.width} {name}, untrained")
             ax.axhline(50, color="grey", lw=0.8, ls=":", label="chance")
             ax.set_xticks(range(len(ticks)), ticks)
             ax.set_title(f"test {lang.upper()}", fontsize=10)
@@ -340,11 +382,15 @@ def exposure_predictions(runs) -> pd.DataFrame:
 
 
 def study_exposure(runs, out_dir: Path, options: ExposureOptions = ExposureOptions()) -> dict[str, Path]:
-    """exposure.csv, exposure-tests.csv and exposure.png from the runs' predictions.csv files."""
+    """exposure.csv, exposure-tests.csv and exposure.png from the runs' predictions.csv files (and the
+    untrained rows from the cached trajectories of the runs that kept their epochs)."""
     from cache.atomic import write_csv
 
     predictions = exposure_predictions(runs)
     summary = exposure_summary(predictions, options)
+    baseline = untrained_summary(runs, options)
+    if len(baseline):
+        summary = pd.concat([summary, baseline], ignore_index=True)
     tests = neighbour_tests(predictions, options)
     return {"exposure": write_csv(out_dir / "exposure.csv", summary),
             "exposure_tests": write_csv(out_dir / "exposure-tests.csv", tests),

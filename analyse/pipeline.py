@@ -23,6 +23,7 @@ from analyse.report.writer import write_report
 from analyse.study import RunInfo, episodes_dir
 from analyse.table import study_table
 from analyse.tests import score_run
+from analyse.trajectory import study_trajectory, trajectory_runs
 from analyse.translation import study_translation
 from analyse.variance import DEFAULT_PER_CONCEPT as VARIANCE_ITEMS_PER_CONCEPT
 from analyse.variance import study_variance
@@ -90,10 +91,19 @@ def exposure_study(runs: list[RunInfo], out_dir: Path, options: ExposureOptions 
     return study_exposure(runs, out_dir, options)
 
 
+def trajectory_study(runs: list[RunInfo], out_dir: Path, device: str = "cpu", precision: str = "fp32",
+                     episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
+                     progress: bool = False) -> dict[str, Path]:
+    """Every saved epoch of the runs that kept them, scored on the final analysis's episodes."""
+    study_exclusion(runs)
+    return study_trajectory(runs, out_dir, device, precision, episode_seed, per_concept, progress=progress)
+
+
 def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "cpu", precision: str = "fp32",
                 episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
                 progress: bool = False) -> dict[str, Path]:
-    """Everything, in order: export, familiar + ME, table, compare, variance, embeddings, translation,
+    """Everything, in order: export, familiar + ME, trajectories (when some run kept its epochs: Table 1
+    and the exposure analysis then show the untrained baseline), table, compare, variance, embeddings, translation,
     exposure (when some run changed the exposure), report.
 
     PCA pictures are drawn for the first seed of each configuration and t-SNE for one bilingual model
@@ -102,7 +112,10 @@ def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "c
     study_exclusion(runs)
     export_study(runs, device, precision, progress=progress)
     score_study(runs, TESTS, device, precision, episode_seed, per_concept, progress=progress)
-    written = {**study_table(runs, out_dir), **compare_study(runs, out_dir)}
+    written = {}
+    if trajectory_runs(runs):
+        written.update(trajectory_study(runs, out_dir, device, precision, episode_seed, per_concept, progress))
+    written.update({**study_table(runs, out_dir), **compare_study(runs, out_dir)})
     written.update(study_variance(runs, out_dir, device, VARIANCE_ITEMS_PER_CONCEPT, precision=precision,
                                   progress=progress))
     study_projections(runs, device, tsne_headline_only=True, precision=precision, progress=progress)

@@ -4,6 +4,11 @@ Input is the stacked per-run accuracy summaries (columns run, train_langs, width
 accuracy in percent). The standard error is the sample standard deviation (ddof=1) over seeds divided
 by sqrt(n_seeds), as in the paper; it is empty when there is a single seed.
 
+When some runs kept their epochs (`train-heads --save-epochs`), Table 1 gains an "Untrained: <test language>"
+row per test language and width: epoch 0 of those runs (the same heads at initialisation, same seeds; see
+analyse.trajectory), so a reader sees where chance lies for the architecture. Without such runs the table is
+unchanged.
+
 When the runs were trained without some concepts (`exclude_concepts`), every file says so: table1.csv gains
 an `excluded` column (the names joined by `;`) and the Markdown and LaTeX tables a note line; with nothing
 excluded the files are exactly as before.
@@ -17,6 +22,7 @@ import pandas as pd
 
 from cache.atomic import write_csv, write_text
 
+UNTRAINED = "untrained"  # train_langs of the baseline rows (analyse.trajectory.UNTRAINED)
 TABLE_COLUMNS = ["train_langs", "test_lang", "width", "familiar_mean", "familiar_se", "me_mean", "me_se", "n_seeds"]
 EXCLUDED_COLUMN = "excluded"
 
@@ -34,7 +40,9 @@ def _split_condition(train_langs: str) -> tuple[list[str], str]:
 
 def _row_order(train_langs: str, test_lang: str) -> tuple[int, str, str]:
     """Monolingual first, then the bilingual sets by partner language, as in the paper; conditions after
-    their default run."""
+    their default run; the untrained baseline first."""
+    if train_langs == UNTRAINED:
+        return (0, "", "")
     langs, condition = _split_condition(train_langs)
     partners = [lang for lang in langs if lang != test_lang]
     return (len(langs), "+".join(partners), condition)
@@ -65,6 +73,8 @@ def table1(accuracies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _train_label(train_langs: str, test_lang: str) -> str:
+    if train_langs == UNTRAINED:
+        return f"Untrained: {test_lang.upper()}"
     langs, condition = _split_condition(train_langs)
     note = f" ({condition})" if condition else ""
     if len(langs) == 1:
@@ -136,13 +146,17 @@ def to_latex(table: pd.DataFrame, excluded: tuple[str, ...] = ()) -> str:
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def study_table(runs, out_dir: Path) -> dict[str, Path]:
-    """table1.csv, table1.md and table1.tex from the runs' accuracy.csv files (the runs must agree on
-    the excluded concepts, which every file records)."""
+    """table1.csv, table1.md and table1.tex from the runs' accuracy.csv files, with the untrained baseline
+    from the cached trajectories of runs with saved epochs (the runs must agree on the excluded concepts,
+    which every file records)."""
     from analyse.exclusion import study_exclusion
     from analyse.tests import collect
+    from analyse.trajectory import untrained_accuracy
 
     excluded = study_exclusion(runs)
-    table = table1(collect(runs, "accuracy.csv"))
+    accuracies = collect(runs, "accuracy.csv")
+    baseline = untrained_accuracy(runs)
+    table = table1(pd.concat([accuracies, baseline], ignore_index=True) if len(baseline) else accuracies)
     return {"table1": write_csv(out_dir / "table1.csv", with_excluded(table, excluded)),
             "table1_md": write_text(out_dir / "table1.md", to_markdown(table, excluded)),
             "table1_tex": write_text(out_dir / "table1.tex", to_latex(table, excluded))}

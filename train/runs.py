@@ -376,14 +376,23 @@ class RunFolder:
         """The best checkpoint's path (what analyses use)."""
         return self.checkpoint_path("best")
 
-    def _existing_checkpoint(self, name: str) -> Path:
-        weights = self.checkpoint_path(name)
+    def saved_epochs(self) -> list[int]:
+        """The epochs whose weights --save-epochs kept (0: at initialisation), ascending; [] without them."""
+        return sorted(int(p.stem.removeprefix("epoch-"))
+                      for p in (self.path / "epochs").glob("epoch-[0-9][0-9][0-9].safetensors"))
+
+    def _existing_checkpoint(self, name: str | int) -> Path:
+        """`best` / `last`, or an int: that saved epoch's weights (`epoch_checkpoint_path`)."""
+        weights = self.epoch_checkpoint_path(name) if isinstance(name, int) else self.checkpoint_path(name)
         if not weights.exists():
+            if isinstance(name, int):
+                raise RunFolderError(f"{weights} does not exist: the run kept no weights of epoch {name} "
+                                     "(retrain it with --save-epochs --force)")
             raise RunFolderError(f"{weights} does not exist: the run has not finished an epoch "
                                  "(rerun train-heads to resume it)")
         return weights
 
-    def weights_fingerprint(self, checkpoint: str = "best") -> str:
+    def weights_fingerprint(self, checkpoint: str | int = "best") -> str:
         """sha256 of the checkpoint file: analyses key their caches by it, so a retrained run is recomputed.
         Hashed again only when the file changed (inode, mtime, size), as analyses ask several times a run."""
         weights = self._existing_checkpoint(checkpoint)
@@ -394,8 +403,9 @@ class RunFolder:
             known = self._weights_fingerprints[checkpoint] = (signature, sha256_file(weights))
         return known[1]
 
-    def load_model(self, checkpoint: str = "best", device: str = "cpu") -> TwoTower:
-        """The model with its `best` (lowest validation loss) or `last` weights, in eval mode on `device`."""
+    def load_model(self, checkpoint: str | int = "best", device: str = "cpu") -> TwoTower:
+        """The model with its `best` (lowest validation loss) or `last` weights, or those of a saved epoch
+        (an int), in eval mode on `device`."""
         from safetensors.torch import load_file
 
         weights = self._existing_checkpoint(checkpoint)

@@ -222,6 +222,27 @@ def section_exposure(out_dir: Path) -> str:
                if figure.exists() else ""))
 
 
+def section_trajectory(out_dir: Path) -> str:
+    """Accuracy at every saved epoch (the figure), and each model's untrained (epoch 0) and last-epoch means."""
+    data = pd.read_csv(out_dir / "trajectory.csv", dtype={"train_langs": str, "lang": str, "test": str})
+    last = data.groupby("run")["epoch"].transform("max")
+    ends = [data[data["epoch"] == 0].assign(at="untrained"), data[data["epoch"] == last].assign(at="last")]
+    means = (pd.concat(ends).groupby(["train_langs", "width", "lang", "test", "at"])["accuracy"].mean()
+             .unstack(["test", "at"]))
+    header = ["Model", "Width", "Test", "Familiar, untrained (%)", "Familiar, last epoch (%)", "ME, untrained (%)",
+              "ME, last epoch (%)"]
+    rows = [[train_langs.upper(), str(width), lang.upper(),
+             *(_fmt(row.get((test, at), np.nan)) for test in ("familiar", "me") for at in ("untrained", "last"))]
+            for (train_langs, width, lang), row in means.iterrows()]
+    figure = out_dir / "trajectory.png"
+    note = ('<p class="note">Every epoch saved by <code>train-heads --save-epochs</code> scored on the same familiar and '
+            "ME episodes as Table 1; epoch 0 is the heads at initialisation (the untrained baseline), mean over seeds. "
+            "The saved epochs never choose the checkpoint the other analyses use. File: <code>trajectory.csv</code>.</p>")
+    return (_table(header, rows, numeric={1, 3, 4, 5, 6}) + note
+            + (_figure(figure, "accuracy against epoch", "Accuracy at each epoch: thin lines are seeds, bold their mean; "
+                       "dotted: chance (50 %).") if figure.exists() else ""))
+
+
 def plot_training_curves(runs, path: Path) -> Path | None:
     """Validation loss and familiar accuracy per epoch, one line per run, coloured by training set."""
     frames = []
@@ -295,6 +316,7 @@ def write_report(study: str, runs, out_dir: Path) -> Path:
         ("embeddings", "Embedding space", section_embeddings(runs) + section_gap(runs)),
         ("translation", "Implicit translation", section_translation(out_dir)),
         *([("exposure", "Exposure", section_exposure(out_dir))] if (out_dir / "exposure.csv").exists() else []),
+        *([("trajectory", "Trajectory", section_trajectory(out_dir))] if (out_dir / "trajectory.csv").exists() else []),
         ("training", "Training curves", _figure(curves, "training curves", "Per epoch, one line per seed. The tests use each run's checkpoint with the lowest validation loss.")
          if curves else _missing("training metrics", "train-heads")),
         ("provenance", "Runs and provenance", section_provenance(runs)),

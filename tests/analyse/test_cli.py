@@ -9,7 +9,7 @@ from analyse.cli import analyse
 from cache.hardware import PRECISIONS, resolve_precision
 from tests.analyse.tiny_study import build_study
 
-EMBEDDING = {"export", "familiar", "me", "variance", "embeddings", "translation", "all"}
+EMBEDDING = {"export", "familiar", "me", "variance", "embeddings", "translation", "trajectory", "all"}
 
 
 @pytest.fixture(scope="module")
