@@ -21,8 +21,7 @@ TEST_DEBS := chromium
 DEMO_SEEDS ?= 0-1
 DEMO_TRAIN_OPTS ?= --width 128 --epochs 20 --logit-mode cap --lr 2e-3
 # The exposure demo: EN+FR at three language ratios, every epoch's weights kept (docs/analyses.md, "Learning
-# trajectories"). The ratio runs keep the default `sum` budget: `analyse exposure` places a run that changes
-# one exposure field only, and a ratio under `--budget matched` changes two.
+# trajectories"), under the matched budget (as many anchors per epoch as a monolingual English run).
 DEMO_EXPOSURE_RATIOS ?= 75:25 50:50 25:75
 
 .PHONY: demo demo-exposure test venv system-deps test-system-deps npm-deps bench clean help readme-results
@@ -64,7 +63,7 @@ demo: venv system-deps npm-deps
 demo-exposure: venv system-deps npm-deps
 	time $(BIN)/vgsme-demo-corpus
 	time $(BIN)/extract-features --corpus demo --all
-	time $(BIN)/train-heads --corpus demo --langs en fr --ratio $(DEMO_EXPOSURE_RATIOS) --seeds $(DEMO_SEEDS) \
+	time $(BIN)/train-heads --corpus demo --langs en fr --ratio $(DEMO_EXPOSURE_RATIOS) --budget matched --seeds $(DEMO_SEEDS) \
 		$(DEMO_TRAIN_OPTS) --save-epochs --study demo-exposure
 	time $(BIN)/analyse all --study demo-exposure
 

@@ -130,11 +130,28 @@ def value_order(condition: str, value) -> float:
     return float(value)
 
 
+# Fields that can be the setting under which another condition is swept (a ratio sweep under the matched
+# budget, as the BabyLM paper's): such runs form their own model (`en+fr-matched`), not a two-field mix.
+CONTEXT_FIELDS = ("budget",)
+
+
+def _varied(values: dict) -> list[str]:
+    return [c for c in CONDITIONS if values[c] != DEFAULTS[c]]
+
+
+def sweep_context(values: dict) -> list[str]:
+    """The context fields of a run that also varies another field ([] otherwise)."""
+    varied = _varied(values)
+    context = [c for c in CONTEXT_FIELDS if c in varied]
+    return context if len(varied) > len(context) else []
+
+
 def placements(config: dict, where: str) -> list[Placement] | None:
-    """Every condition for an all-default run (it is their reference), the one it varies otherwise, None
-    when it varies several (such a run belongs to no single condition)."""
+    """Every condition for an all-default run (it is their reference), the one it varies otherwise (a context
+    field such as the matched budget aside), None when it varies several (it belongs to no single condition)."""
     values = exposure_of(config, where)
-    varied = [c for c in CONDITIONS if values[c] != DEFAULTS[c]]
+    context = sweep_context(values)
+    varied = [c for c in _varied(values) if c not in context]
     if len(varied) > 1:
         return None
     conditions = varied or list(CONDITIONS)
@@ -147,9 +164,12 @@ def has_exposure_runs(runs) -> bool:
 
 
 def model_langs(run) -> str:
-    """The run's training languages without its exposure: `en+fr` (`-eq` kept), what a value's runs and their
-    reference runs share. (`RunFolder.train_langs` may carry the exposure as a suffix, `en+fr-r75`.)"""
-    return "+".join(run.langs) + ("-eq" if run.equal_steps else "")
+    """The run's training languages without the condition it varies: `en+fr` (`-eq` kept, and a sweep's
+    context such as `-matched`), what a value's runs and their reference runs share.
+    (`RunFolder.train_langs` carries the whole exposure as a suffix, `en+fr-r75-matched`.)"""
+    values = exposure_of(run.config, str(run.path))
+    context = "".join(f"-{values[c]}" for c in sweep_context(values))
+    return "+".join(run.langs) + ("-eq" if run.equal_steps else "") + context
 
 
 def placed_runs(runs) -> list[tuple[object, Placement]]:
@@ -161,7 +181,7 @@ def placed_runs(runs) -> list[tuple[object, Placement]]:
     for run in runs:
         found = placements(run.config, str(run.path))
         if found is None:
-            fields = [c for c, v in exposure_of(run.config, str(run.path)).items() if v != DEFAULTS[c]]
+            fields = _varied(exposure_of(run.config, str(run.path)))
             log.warning("run %s is left out of the exposure analysis: it differs from the defaults in %s, not in one field",
                         run.path, " and ".join(fields))
             continue

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from analyse.cli import analyse
-from analyse.exposure import (DEFAULTS, SUMMARY_COLUMNS, TEST_COLUMNS, ExposureError, ExposureOptions, exposure_of,
+from analyse.exposure import (model_langs, DEFAULTS, SUMMARY_COLUMNS, TEST_COLUMNS, ExposureError, ExposureOptions, exposure_of,
                               exposure_summary, neighbour_tests, placed_runs, placements, render, seed_interval)
 
 FAST = ExposureOptions(n_resamples=2000, n_bootstrap=1000)
@@ -41,7 +41,12 @@ def test_rendering_and_placement_of_the_contract_fields():
     bilingual = {"langs": ["en", "fr"]}
     (one,) = placements({**bilingual, "exposure": {"ratio": [75, 25]}}, "run")
     assert (one.condition, one.value, one.reference) == ("ratio", "75:25", False)
-    assert placements({**bilingual, "exposure": {"ratio": [75, 25], "budget": "matched"}}, "run") is None  # two fields
+    assert placements({**bilingual, "exposure": {"ratio": [75, 25], "data_fraction": 0.5}}, "run") is None  # two fields
+    # a ratio swept under the matched budget: the budget is the sweep's setting, the ratio its condition
+    (matched,) = placements({**bilingual, "exposure": {"ratio": [75, 25], "budget": "matched"}}, "run")
+    assert (matched.condition, matched.value) == ("ratio", "75:25")
+    (budget,) = placements({**bilingual, "exposure": {"budget": "matched"}}, "run")  # alone, it is the condition
+    assert (budget.condition, budget.value) == ("budget", "matched")
     with pytest.raises(ExposureError, match="mono: bad exposure value.*ratio"):
         exposure_of({"langs": ["en"], "exposure": {"ratio": [75, 25]}}, "mono")  # a share per language
     with pytest.raises(ExposureError, match="r1: bad exposure value.*data.fraction 1.5"):
@@ -57,13 +62,16 @@ def fake_run(name, train_langs="en+fr", width=64, **exposure):
 
 def test_placed_runs_pair_each_condition_with_its_reference_runs(caplog):
     runs = [fake_run("bi-ref"), fake_run("mono-ref", "en"), fake_run("bi-75", ratio=[75, 25]),
-            fake_run("bi-both", ratio=[75, 25], budget="matched"), fake_run("mono-half", "en", data_fraction=0.5)]
+            fake_run("bi-both", ratio=[75, 25], data_fraction=0.5), fake_run("mono-half", "en", data_fraction=0.5),
+            fake_run("bi-75m", ratio=[75, 25], budget="matched"), fake_run("bi-50m", ratio=[50, 50], budget="matched")]
     with caplog.at_level("WARNING"):
         placed = placed_runs(runs)
     assert sorted((run.path, p.condition, p.value) for run, p in placed) == [
-        ("bi-75", "ratio", "75:25"), ("bi-ref", "ratio", "sum"), ("mono-half", "data_fraction", "0.5"),
+        ("bi-50m", "ratio", "50:50"), ("bi-75", "ratio", "75:25"), ("bi-75m", "ratio", "75:25"),
+        ("bi-ref", "ratio", "sum"), ("mono-half", "data_fraction", "0.5"),
         ("mono-ref", "data_fraction", "1")]  # each reference serves the conditions varied at its languages only
-    assert "bi-both" in caplog.text and "ratio and budget" in caplog.text
+    assert {model_langs(run) for run, _ in placed if run.path.endswith("m")} == {"en+fr-matched"}  # its own model
+    assert "bi-both" in caplog.text and "ratio and data_fraction" in caplog.text
     with pytest.raises(ExposureError, match="no exposure runs"):
         placed_runs([fake_run("a"), fake_run("b", "en", **DEFAULTS)])
 
