@@ -67,11 +67,13 @@ demo-exposure: venv system-deps npm-deps
 		$(DEMO_TRAIN_OPTS) --save-epochs --study demo-exposure
 	time $(BIN)/analyse all --study demo-exposure
 
-# Copy the demo's Table 1 and two figures next to the README (run after `make demo`).
+# Copy the demo's Table 1 and figures next to the README (run after `make demo` and `make demo-exposure`).
 readme-results:
 	mkdir -p docs/demo
 	cp $(VGSME_HOME)/reports/demo/table1.md $(VGSME_HOME)/reports/demo/variance.png docs/demo/
 	cp $(VGSME_HOME)/runs/demo/en+nl-w128-s0/analysis/pca.png docs/demo/pca.png
+	cp $(VGSME_HOME)/reports/demo-exposure/exposure.png $(VGSME_HOME)/reports/demo-exposure/trajectory.png docs/demo/
+	cp $(VGSME_HOME)/reports/demo-exposure/table1.md docs/demo/table1-exposure.md
 
 test: venv test-system-deps npm-deps
 	$(BIN)/python -m pytest -q

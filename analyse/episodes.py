@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cache.atomic import write_text
+from cache.vocab import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _check_items(frame: pd.DataFrame, what: str) -> None:
     missing = [c for c in ITEM_COLUMNS if c not in frame.columns]
     if missing:
         raise EpisodeError(f"{what} item table lacks columns {missing}; it needs {ITEM_COLUMNS}")
-    bad_kind = sorted(set(frame["kind"]) - {"familiar", "novel"})
+    bad_kind = sorted(set(frame["kind"]) - set(KINDS))
     if bad_kind:
         raise EpisodeError(f"{what} items have kind {bad_kind}; kind must be 'familiar' or 'novel'")
 

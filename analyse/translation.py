@@ -16,6 +16,7 @@ import pandas as pd
 
 from analyse.export import l2_normalise
 from cache.atomic import write_csv
+from cache.vocab import KINDS
 
 PROBE_COLUMNS = ["representation", "query_lang", "centroid_lang", "kind", "n_items", "n_concepts", "accuracy", "chance"]
 
@@ -46,7 +47,7 @@ def translation_probe(
         for centroid_lang in langs:
             if query_lang == centroid_lang:
                 continue
-            for kind in ("familiar", "novel"):
+            for kind in KINDS:
                 q = ((items["lang"] == query_lang) & (items["kind"] == kind)).to_numpy()
                 c = ((items["lang"] == centroid_lang) & (items["kind"] == kind)).to_numpy()
                 if not q.any() or not c.any():

@@ -21,6 +21,7 @@ from analyse.exclusion import describe, study_exclusion
 from analyse.study import first_seed_runs
 from analyse.table import DISPLAY_HEADER, display_rows, excluded_note
 from cache.atomic import make_dirs, save_figure, write_text
+from cache.vocab import KINDS
 
 LANG_NAMES = {"en": "English", "fr": "French", "nl": "Dutch"}
 
@@ -180,7 +181,7 @@ def section_translation(out_dir: Path) -> str:
     wide = data.pivot_table(index=keys, columns=["kind", "representation"], values="accuracy", sort=False)
     chance = data.groupby("kind")["chance"].first()
     seeds = data.groupby(keys, sort=False)["n_seeds"].max()
-    columns = [(kind, rep) for kind in ("familiar", "novel") for rep in ("model", "raw features")]
+    columns = [(kind, rep) for kind in KINDS for rep in ("model", "raw features")]
     rows = [[langs.upper(), str(width), direction, *(_fmt(wide.loc[(langs, width, direction)].get(c, np.nan)) for c in columns),
              str(seeds.loc[(langs, width, direction)])] for langs, width, direction in wide.index]
     header = ["Model", "Width", "Query → centroids", "Familiar: model", "Familiar: raw", "Novel: model", "Novel: raw", "Seeds"]

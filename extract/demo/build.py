@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from cache.atomic import write_bytes
 from cache.clitools import progress_bar
 from cache.hashing import sha256_file, sha256_json
+from cache.vocab import SPLITS
 from extract.corpus import load_corpus
 from extract.demo import artwork, scenes, voices
 from extract.demo.concepts import ARTWORK_BY_KEY, ARTWORK_SETS, CONCEPTS, FAMILIAR, LANGUAGES, NOVEL, VOICES, \
@@ -335,7 +336,7 @@ def write_audio_listing(root: Path, params: BuildParams, tokens: list[AudioToken
         lines += [f"## {lang}", "", "| concept | word | " + " | ".join(speakers) + " |",
                   "|---|---|" + "---|" * len(speakers)]
         for c in CONCEPTS:
-            cells = ["/".join(str(counts[(lang, s, c.name, split)]) for split in ("train", "valid", "test"))
+            cells = ["/".join(str(counts[(lang, s, c.name, split)]) for split in SPLITS)
                      for s in speakers]
             lines.append(f"| {c.name} ({c.kind}) | {c.words[lang]} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -477,9 +478,9 @@ def write_readme(root: Path, params: BuildParams, tokens: list[AudioToken], spec
         f"- {len(CONCEPTS)} concepts: {sum(c.kind == FAMILIAR for c in CONCEPTS)} familiar (train, valid, test) and "
         f"{sum(c.kind == NOVEL for c in CONCEPTS)} novel (test only).",
         f"- {len(tokens)} spoken words: {n_tokens} per concept and language ({', '.join(params.langs)}); "
-        + ", ".join(f"{k} {per_split_audio[k]}" for k in ("train", "valid", "test")) + ". 16 kHz mono 16-bit WAV.",
+        + ", ".join(f"{k} {per_split_audio[k]}" for k in SPLITS) + ". 16 kHz mono 16-bit WAV.",
         f"- {len(specs)} pictures: {n_images} per concept; "
-        + ", ".join(f"{k} {per_split_images[k]}" for k in ("train", "valid", "test")) + ". 256x256 RGB PNG.",
+        + ", ".join(f"{k} {per_split_images[k]}" for k in SPLITS) + ". 256x256 RGB PNG.",
         "- Tables: concepts.csv, audio.csv, images.csv (the vgsme corpus format, plus extra columns: "
         "audio.csv `word, voice, rate, pitch, duration`; images.csv `artist, distractor, distractor_source`).",
         "- To look at: contact-sheet.png (a row per concept: one test picture per style, then train scenes), "
