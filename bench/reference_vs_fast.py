@@ -35,7 +35,11 @@ from cache.atomic import write_csv, write_text  # noqa: E402
 from train.runs import RunFolder  # noqa: E402
 
 DEMO_EN = ["--langs", "en", "--width", "128", "--epochs", "20", "--logit-mode", "cap", "--lr", "2e-3"]
-MODES = {"fast": [], "reference": ["--reference"]}
+PAPER_EN = ["--langs", "en", "--width", "256", "--epochs", "24", "--logit-mode", "fixed100", "--lr", "2e-4"]
+# --pair: which two ways of training are compared (the first minus the second), and the files they write
+PAIRS = {"reference": {"fast": DEMO_EN, "reference": [*DEMO_EN, "--reference"]},
+         "paper": {"demo": DEMO_EN, "paper": PAPER_EN}}
+OUTPUT = {"reference": "reference_vs_fast", "paper": "demo_vs_paper"}
 METRICS = {"best_epoch": "best epoch", "best_val_loss": "best val loss", "familiar": "familiar %", "me": "ME %",
            "seconds": "s per run"}
 
@@ -45,9 +49,9 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def train(mode: str, study: str, seeds: str, corpus: str, threads: int, extra: list[str]) -> None:
-    command = [tool("train-heads"), "--corpus", corpus, *DEMO_EN, "--seeds", seeds, "--study", study,
-               "--threads", str(threads), "--quiet", *MODES[mode], *extra]
+def train(options: list[str], study: str, seeds: str, corpus: str, threads: int, extra: list[str]) -> None:
+    command = [tool("train-heads"), "--corpus", corpus, *options, "--seeds", seeds, "--study", study,
+               "--threads", str(threads), "--quiet", *extra]
     print("$ train-heads", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True)
 
@@ -95,60 +99,68 @@ def welch_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(a.mean() - b.mean()), float(stats.t.ppf(0.975, dof) * np.sqrt(va + vb))
 
 
-def summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per metric: each mode's mean ± CI and the difference fast − reference ± CI."""
+def summary(runs: pd.DataFrame, modes: list[str]) -> pd.DataFrame:
+    """Per metric: each mode's mean ± CI and the difference first − second mode ± CI."""
     rows = []
     for key, label in METRICS.items():
         row = {"metric": label}
-        for mode in MODES:
+        for mode in modes:
             values = runs.loc[runs["mode"] == mode, key].to_numpy(float)
             row[f"{mode}_n"] = len(values)
             row[f"{mode}_mean"], row[f"{mode}_ci95"] = mean_ci(values)
-        diff = welch_ci(*(runs.loc[runs["mode"] == mode, key].to_numpy(float) for mode in MODES))
+        diff = welch_ci(*(runs.loc[runs["mode"] == mode, key].to_numpy(float) for mode in modes))
         row["diff_mean"], row["diff_ci95"] = diff
         row["differs"] = bool(abs(diff[0]) > diff[1])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    lines = ["| | fast | reference | fast − reference |", "|---|---|---|---|"]
-    for row in table.itertuples():
-        digits = 3 if row.metric == "best val loss" else 1
+def markdown(table: pd.DataFrame, modes: list[str]) -> str:
+    first, second = modes
+    lines = [f"| | {first} | {second} | {first} − {second} |", "|---|---|---|---|"]
+    for row in table.to_dict("records"):
+        digits = 3 if row["metric"] == "best val loss" else 1
         cell = lambda m, h: f"{m:.{digits}f} ± {h:.{digits}f}"
-        lines.append(f"| {row.metric} | {cell(row.fast_mean, row.fast_ci95)} | "
-                     f"{cell(row.reference_mean, row.reference_ci95)} | {cell(row.diff_mean, row.diff_ci95)}"
-                     f"{' (differs)' if row.differs else ''} |")
-    n = int(table["fast_n"].iloc[0]), int(table["reference_n"].iloc[0])
-    return "\n".join(lines) + f"\n\nMeans over seeds ± 95 % CI half-widths (fast: {n[0]} seeds, reference: {n[1]}).\n"
+        lines.append(f"| {row['metric']} | {cell(row[f'{first}_mean'], row[f'{first}_ci95'])} | "
+                     f"{cell(row[f'{second}_mean'], row[f'{second}_ci95'])} | {cell(row['diff_mean'], row['diff_ci95'])}"
+                     f"{' (differs)' if row['differs'] else ''} |")
+    n = int(table[f"{first}_n"].iloc[0]), int(table[f"{second}_n"].iloc[0])
+    return "\n".join(lines) + f"\n\nMeans over seeds ± 95 % CI half-widths ({first}: {n[0]} seeds, {second}: {n[1]}).\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", choices=list(PAIRS), default="reference",
+                        help="reference: the fast path vs --reference (the default); paper: the demo's training "
+                        "options vs the paper's (W=256, 24 epochs, fixed temperature 100, lr 2e-4)")
     parser.add_argument("--seeds", default="0-4", help="seeds of both modes, e.g. 0-4 (the default) or 0,2")
-    parser.add_argument("--study", default="refvsfast", help="study name prefix: <study>-fast, <study>-reference")
+    parser.add_argument("--study", help="study name prefix: <study>-<mode> [default: refvsfast or demovspaper]")
     parser.add_argument("--corpus", default="demo", help="corpus whose cache holds the stores (default demo)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES),
-                        help="modes to train (default both); `--modes` alone trains nothing and tabulates the "
-                        "complete runs there are")
+    parser.add_argument("--modes", nargs="*", help="modes to train (default both of the pair); `--modes` alone "
+                        "trains nothing and tabulates the complete runs there are")
     args, extra = parser.parse_known_args()
-    for mode in args.modes:
-        train(mode, f"{args.study}-{mode}", args.seeds, args.corpus, args.threads, extra)
-    done = {mode: complete_runs(f"{args.study}-{mode}") for mode in MODES}
+    pair = PAIRS[args.pair]
+    modes = list(pair)
+    study = args.study or {"reference": "refvsfast", "paper": "demovspaper"}[args.pair]
+    for mode in modes if args.modes is None else args.modes:
+        if mode not in pair:
+            raise SystemExit(f"--modes {mode}: the pair {args.pair} has the modes {', '.join(modes)}")
+        train(pair[mode], f"{study}-{mode}", args.seeds, args.corpus, args.threads, extra)
+    done = {mode: complete_runs(f"{study}-{mode}") for mode in modes}
     if not all(len(runs) >= 2 for runs in done.values()):
         raise SystemExit(f"each mode needs at least two complete runs to compare; have "
                          f"{', '.join(f'{m}: {len(r)}' for m, r in done.items())}")
     score([run for runs in done.values() for run in runs])
     runs = pd.DataFrame([row for mode, folders in done.items() for row in run_rows(mode, folders)])
-    table = summary(runs)
-    out = layout.reports_dir(args.study)
-    write_csv(out / "reference_vs_fast_runs.csv", runs)
-    write_csv(out / "reference_vs_fast.csv", table)
-    write_text(out / "reference_vs_fast.md", markdown(table))
+    table = summary(runs, modes)
+    out, name = layout.reports_dir(study), OUTPUT[args.pair]
+    write_csv(out / f"{name}_runs.csv", runs)
+    write_csv(out / f"{name}.csv", table)
+    write_text(out / f"{name}.md", markdown(table, modes))
     print(runs.to_string(index=False))
-    print(markdown(table))
-    print(f"written: {out / 'reference_vs_fast.md'} (and .csv, _runs.csv)")
+    print(markdown(table, modes))
+    print(f"written: {out / (name + '.md')} (and .csv, _runs.csv)")
 
 
 if __name__ == "__main__":
