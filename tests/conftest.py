@@ -14,3 +14,13 @@ def vgsme_home(tmp_path, monkeypatch):
 
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (tiny training runs: threads only add scheduling noise), restored after.
+    Test modules that train use it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

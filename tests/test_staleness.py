@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import cache
@@ -30,12 +29,7 @@ SPLITS = ("train", "train", "valid", "test", "test", "test")
 CONCEPTS = list(FAMILIAR) + list(NOVEL)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def store_name(modality: str, lang: str = "en") -> str:

@@ -27,12 +27,7 @@ from test_loop import tiny_config, write_tiny_cache  # noqa: E402
 EN, FR = np.arange(0, 300), np.arange(1000, 1100)  # anchor pools of two languages
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

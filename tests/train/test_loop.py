@@ -56,14 +56,9 @@ def tiny_config(folder: Path, langs=("en", "fr"), **options) -> RunConfig:
                      **{**defaults, **options})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny steps are dominated by thread synchronisation on a busy 2-core machine: run them on one thread
-    (also in the kill-test subprocess, so both halves of a resumed run compute alike)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny steps are dominated by thread synchronisation on a busy 2-core machine: one thread (the kill-test
+# subprocess sets one too, so both halves of a resumed run compute alike).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

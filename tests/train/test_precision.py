@@ -23,12 +23,7 @@ from test_loop import AUDIO_DIM, IMAGE_DIM, write_tiny_cache  # noqa: E402
 TINY = ["--langs", "en", "--epochs", "1", "--width", "64", "--batch-size", "32", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

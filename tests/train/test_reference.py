@@ -20,12 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import AUDIO_DIM, IMAGE_DIM, tiny_config, write_tiny_cache  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ TINY = ["--epochs", "2", "--width", "64", "--batch-size", "16", "--precision", "
 TINY_YAML = "epochs: 2\nwidth: 64\nbatch-size: 16\nprecision: fp32\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args):
