@@ -8,7 +8,6 @@ average or pair different tests.
 """
 from __future__ import annotations
 
-import pandas as pd
 
 
 class ExclusionError(ValueError):
@@ -36,11 +35,6 @@ def study_exclusion(runs) -> tuple[str, ...]:
 def describe(excluded: tuple[str, ...]) -> str:
     """`nautilus, yak` or `none`: how tables, the report and messages name an exclusion."""
     return ", ".join(excluded) if excluded else "none"
-
-
-def drop_excluded(items: pd.DataFrame, excluded: tuple[str, ...]) -> pd.DataFrame:
-    """The rows of an item table (with a `concept` column) whose concept is not excluded."""
-    return items[~items["concept"].isin(list(excluded))] if excluded else items
 
 
 def run_test_embeddings(run, device: str = "cpu", precision: str = "fp32"):

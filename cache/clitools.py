@@ -129,9 +129,6 @@ class PlainProgress:
     def set_postfix(self, **values: Any) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
-    def set_description(self, desc: str) -> None:
-        self.desc = desc
-
     def _line(self) -> None:
         self.last = time.perf_counter()
         elapsed = self.last - self.started

@@ -83,10 +83,6 @@ class Exposure:
         record["ratio"] = None if self.ratio is None else list(self.ratio)
         return record
 
-    @property
-    def is_default(self) -> bool:
-        return self == Exposure()
-
     def ratio_text(self) -> str:
         return ":".join(map(str, self.ratio or ()))
 
