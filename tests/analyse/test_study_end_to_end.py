@@ -14,35 +14,14 @@ from analyse.cli import analyse
 from analyse.export import load_embedded
 from analyse.study import find_runs
 from analyse.table import TABLE_COLUMNS
-from tests.synthetic import FAMILIAR, NOVEL, synthetic_items, write_synthetic_store
+from tests.analyse.tiny_study import AUDIO_DIM, IMAGE_DIM, write_cache
 from train.loop import LoadedStores, train_run
 from train.runs import RunConfig
-
-AUDIO_DIM, IMAGE_DIM = 16, 24
-CONCEPTS = list(FAMILIAR) + list(NOVEL)
-SPLITS = ("train", "train", "valid", "test", "test", "test")
-
-
-def write_cache(folder: Path) -> Path:
-    """audio-en, audio-fr and image stores: 2 train, 1 valid, 3 test items per concept; images from 3 sources."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    proto = {"audio": rng.standard_normal((len(CONCEPTS), AUDIO_DIM)), "image": rng.standard_normal((len(CONCEPTS), IMAGE_DIM))}
-    n = len(CONCEPTS) * len(SPLITS)
-    for lang in ("en", "fr"):
-        items = synthetic_items(n, "audio", lang=lang, splits=SPLITS)
-        feats = [proto["audio"][i % len(CONCEPTS)] + rng.standard_normal((int(rng.integers(2, 7)), AUDIO_DIM)) for i in range(n)]
-        write_synthetic_store(folder / f"audio-{lang}.synthetic.h5", "audio", items, feats, lang=lang)
-    items = synthetic_items(n, "image", splits=SPLITS, sources=("s1", "s2", "s3"))
-    feats = [proto["image"][i % len(CONCEPTS)] + rng.standard_normal((4, IMAGE_DIM)) for i in range(n)]
-    write_synthetic_store(folder / "image.synthetic.h5", "image", items, feats)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("study")
-    cache = write_cache(root / "cache" / "synthetic")
+    cache = write_cache(root / "cache" / "synthetic", max_frames=6)
     stores = LoadedStores("cpu")
     runs = root / "runs" / "tiny"
     for langs in (["en"], ["fr"], ["en", "fr"]):

@@ -19,15 +19,16 @@ CONCEPTS = list(FAMILIAR) + list(NOVEL)
 SPLITS = ("train", "train", "valid", "test", "test", "test")
 
 
-def write_cache(folder: Path) -> Path:
-    """audio-en, audio-fr and image stores: 2 train, 1 valid, 3 test items per concept; images from 3 sources."""
+def write_cache(folder: Path, max_frames: int = 4) -> Path:
+    """audio-en, audio-fr and image stores: 2 train, 1 valid, 3 test items per concept (2 to `max_frames`
+    frames per word); images from 3 sources."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     proto = {"audio": rng.standard_normal((len(CONCEPTS), AUDIO_DIM)), "image": rng.standard_normal((len(CONCEPTS), IMAGE_DIM))}
     n = len(CONCEPTS) * len(SPLITS)
     for lang in ("en", "fr"):
         items = synthetic_items(n, "audio", lang=lang, splits=SPLITS)
-        feats = [proto["audio"][i % len(CONCEPTS)] + rng.standard_normal((int(rng.integers(2, 5)), AUDIO_DIM)) for i in range(n)]
+        feats = [proto["audio"][i % len(CONCEPTS)] + rng.standard_normal((int(rng.integers(2, max_frames + 1)), AUDIO_DIM)) for i in range(n)]
         write_synthetic_store(folder / f"audio-{lang}.synthetic.h5", "audio", items, feats, lang=lang)
     items = synthetic_items(n, "image", splits=SPLITS, sources=("s1", "s2", "s3"))
     feats = [proto["image"][i % len(CONCEPTS)] + rng.standard_normal((4, IMAGE_DIM)) for i in range(n)]
