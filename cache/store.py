@@ -8,8 +8,8 @@ from .errors import CorruptStore, IncompleteStore, NonFiniteFeatures, Provenance
 from .files import journal_path, remove_store
 from .items import ITEM_COLUMNS, SKIP_COLUMNS, ItemTable, SkippedTable
 from .reader import FeatureStore, open_store
-from .writer import StoreWriter, open_writer
+from .writer import FLOAT16_MAX, StoreWriter, open_writer
 
-__all__ = ["CorruptStore", "FeatureStore", "ITEM_COLUMNS", "IncompleteStore", "ItemTable", "NonFiniteFeatures",
+__all__ = ["CorruptStore", "FLOAT16_MAX", "FeatureStore", "ITEM_COLUMNS", "IncompleteStore", "ItemTable", "NonFiniteFeatures",
            "ProvenanceMismatch", "SKIP_COLUMNS", "SkippedTable", "StoreError", "StoreWriter", "journal_path",
            "open_store", "open_writer", "remove_store"]

@@ -35,7 +35,7 @@ from .provenance import Provenance
 from .reader import open_store
 
 log = logging.getLogger(__name__)
-FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: the largest value a float16 store holds
 
 
 class StoreWriter:

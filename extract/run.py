@@ -22,7 +22,7 @@ import soundfile
 from cache.clitools import progress_bar
 from cache.layout import SUFFIX_FORMAT, store_path
 from cache.provenance import Provenance, package_version
-from cache.store import ItemTable, open_writer
+from cache.store import FLOAT16_MAX, ItemTable, open_writer
 from extract.audio import RESAMPLER, read_segment
 from extract.corpus import AudioItem, Corpus, ImageItem, MediaError
 from extract.encoders.base import SAMPLE_RATE, Encoder
@@ -31,7 +31,6 @@ from extract.image import read_image
 log = logging.getLogger(__name__)
 
 Item = AudioItem | ImageItem
-FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: the stores are float16
 
 
 class ExtractionError(ValueError):
