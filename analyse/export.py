@@ -108,9 +108,9 @@ def load_embedded(analysis_dir: Path) -> tuple[Embedded, dict | None] | None:
 def embeddings_key(run, precision: str) -> dict:
     """What a run's test embeddings depend on: its best weights, its stores' content as they are now, and
     the precision they were computed in."""
-    from analyse.study import store_fingerprint
+    from analyse.study import open_store
 
-    return {"weights": run.weights_fingerprint("best"), "stores": run.current_store_fingerprints(store_fingerprint),
+    return {"weights": run.weights_fingerprint("best"), "stores": run.current_store_fingerprints(open_store),
             "precision": precision}
 
 

@@ -54,7 +54,7 @@ def read_run(path: Path, allow_incomplete: bool = False) -> RunFolder:
                          "finish it with the same train-heads command, or leave it out")
     if not run.checkpoint.exists():
         raise StudyError(f"run {run.path} has no best.safetensors; rerun train-heads to resume it")
-    stale = run.stale_stores(open_store, store_fingerprint)
+    stale = run.stale_stores(open_store)
     if stale:
         log.warning("run %s was trained on stores that changed since (%s); retrain it with train-heads --force",
                     run.path, "; ".join(change.describe() for change in stale))
@@ -110,18 +110,6 @@ def _file_signature(path: Path) -> tuple[int, int, int] | None:
 @functools.lru_cache(maxsize=32)
 def _open_store(paths: tuple[Path, ...], signature: tuple) -> FeatureStore:
     return open_feature_store(list(paths) if len(paths) > 1 else paths[0])
-
-
-def store_fingerprint(paths: tuple[Path, ...]) -> str:
-    """`FeatureStore.fingerprint` of a store, computed once per process while its files stay the same
-    (it hashes the whole item table: 64 ms for 20,000 items, asked several times per run)."""
-    paths = tuple(Path(p) for p in paths)
-    return _fingerprint(paths, tuple(_file_signature(p) for p in paths))
-
-
-@functools.lru_cache(maxsize=32)
-def _fingerprint(paths: tuple[Path, ...], signature: tuple) -> str:
-    return _open_store(paths, signature).fingerprint
 
 
 def items_frame(store: FeatureStore, modality: str) -> pd.DataFrame:

@@ -67,9 +67,9 @@ def run_epochs(run) -> list[int]:
 def trajectory_keys(run, epochs: list[int], precision: str | None) -> dict[str, dict]:
     """Each epoch's cache key now (str(epoch) → key); `precision=None` leaves the precision out (for a
     check that accepts the precision it was scored in). The episode files must be drawn."""
-    from analyse.study import episodes_dir, store_fingerprint
+    from analyse.study import episodes_dir, open_store
 
-    stores = run.current_store_fingerprints(store_fingerprint)
+    stores = run.current_store_fingerprints(open_store)
     episodes = {f"{test}/{lang}": sha256_files(episode_paths(episodes_dir(run), lang, test))
                 for test in TESTS for lang in run.langs}
     base = {"stores": stores, "episodes": episodes} | ({} if precision is None else {"precision": precision})

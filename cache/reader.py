@@ -8,6 +8,7 @@ check every item the first time a file is loaded, then trust a record of that (v
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -68,7 +69,7 @@ class FeatureStore:
         else:
             self.offsets = None
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A content fingerprint of the store (sha256 hex): equal fingerprints, equal features and metadata.
 
@@ -76,7 +77,8 @@ class FeatureStore:
         so it changes with any feature, not only with the inputs. Runs record it for every store they train
         on, and analyses key their caches by it, so a store rebuilt from a changed corpus or encoder is
         noticed downstream. Shards are fingerprinted as the whole store they form. When and by which package
-        version the store was written is left out: an identical rebuild is not a change.
+        version the store was written is left out: an identical rebuild is not a change. Computed once per
+        opened store (it hashes the whole item table: about 64 ms for 20,000 items).
         """
         return sha256_json({"provenance": self.provenance.identity(),
                             "items": {c: v.tolist() for c, v in self.items.columns().items()},

@@ -427,11 +427,10 @@ class RunFolder:
         raw = [*self.config["audio_stores"], self.config["image_store"]]
         return {",".join(paths): tuple(_store_path(p) for p in paths) for paths in raw}
 
-    def current_store_fingerprints(self, fingerprint: Callable | None = None) -> dict[str, str]:
-        """Each store's fingerprint now; `fingerprint(paths)` computes one (default: open the store and ask it;
-        analyses pass their per-process memo, as a fingerprint hashes the whole item table)."""
-        fingerprint = fingerprint or (lambda paths: default_open_store(paths).fingerprint)
-        return {key: fingerprint(paths) for key, paths in self.store_locations().items()}
+    def current_store_fingerprints(self, open_store: Callable = default_open_store) -> dict[str, str]:
+        """Each store's fingerprint now; `open_store(paths)` opens a store (analyses pass their per-process
+        cache of opened stores, whose fingerprints are computed once)."""
+        return {key: open_store(paths).fingerprint for key, paths in self.store_locations().items()}
 
     def changed_stores(self, current: dict[str, str], provenance: dict[str, dict]) -> list[StoreChange]:
         """The stores whose `current` fingerprint differs from the recorded one (`provenance`: their provenance
@@ -442,17 +441,14 @@ class RunFolder:
                                                                            provenance.get(key, {})))
                 for key, fp in current.items() if recorded.get(key) != fp]
 
-    def stale_stores(self, open_store: Callable = default_open_store,
-                     fingerprint: Callable | None = None) -> list[StoreChange]:
-        """The run's stores that changed since it was trained on them (or cannot be opened any more).
-
-        `open_store(paths)` opens a store; `fingerprint(paths)` gives its fingerprint (default: the opened
-        store's own)."""
+    def stale_stores(self, open_store: Callable = default_open_store) -> list[StoreChange]:
+        """The run's stores that changed since it was trained on them (or cannot be opened any more);
+        `open_store(paths)` opens a store."""
         current, provenance, missing = {}, {}, []
         for key, paths in self.store_locations().items():
             try:
                 store = open_store(paths)
-                current[key] = fingerprint(paths) if fingerprint else store.fingerprint
+                current[key] = store.fingerprint
             except (ValueError, OSError) as error:
                 missing.append(StoreChange(key, self.recorded_store_fingerprints().get(key), None, problem=str(error)))
                 continue
