@@ -114,24 +114,55 @@ def embeddings_key(run, precision: str) -> dict:
             "precision": precision}
 
 
-def embed_run(run, device: str = "cpu", precision: str = "fp32", checkpoint: str | int = "best") -> Embedded:
-    """Embed every test item of the run's stores (its languages' audio, the images) with its best checkpoint
-    (or another one: `last`, or a saved epoch's number, as `RunFolder.load_model` takes)."""
-    from analyse.study import items_frame, open_store
-    from train.embed import embed_store
+@dataclass(frozen=True)
+class TestFeatures:
+    """One store's test items (the items.csv rows) and their features in memory."""
 
-    model = run.load_model(checkpoint, device)
-    parts = []
+    items: pd.DataFrame
+    features: object  # cache.memory.InMemoryFeatures
+
+
+def read_test_features(run, batch: int = 1024) -> list[TestFeatures]:
+    """The test items of every store of the run (its languages' audio, then the images), read from disk once
+    (checksums checked), so that several checkpoints of the run (a trajectory) embed them without rereading."""
+    from analyse.study import items_frame, open_store
+    from cache.memory import InMemoryFeatures
+
+    out = []
     for modality, paths in [("audio", p) for p in run.audio_stores.values()] + [("image", run.image_store)]:
         store = open_store(paths)
         items = items_frame(store, modality)
         test = np.flatnonzero(items["split"].to_numpy() == "test")
         if len(test) == 0:
             raise ValueError(f"store {paths[0]} has no test items; the analyses need a test split")
-        vectors = embed_store(model, store, test, device=device, precision=precision)
-        parts.append(Embedded(items.iloc[test], l2_normalise(vectors)))
-    return Embedded.concat(parts)
+        chunks, lengths = [], []
+        for start in range(0, len(test), batch):
+            x, lens = store.read(test[start: start + batch])
+            chunks += [x[i, :n] for i, n in enumerate(lens)] if modality == "audio" else [x]
+            lengths.append(lens)
+        lengths = np.concatenate(lengths).astype(np.int64)
+        if modality == "audio":
+            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            mem = InMemoryFeatures.from_numpy("audio", np.concatenate(chunks), lengths, offsets)
+        else:
+            mem = InMemoryFeatures.from_numpy("image", np.concatenate(chunks))
+        out.append(TestFeatures(items.iloc[test], mem))
+    return out
 
+
+def embed_run(run, device: str = "cpu", precision: str = "fp32", checkpoint: str | int = "best",
+              features: list[TestFeatures] | None = None) -> Embedded:
+    """Embed every test item of the run's stores with its best checkpoint (or another one: `last`, or a
+    saved epoch's number, as `RunFolder.load_model` takes); `features` from `read_test_features` saves
+    rereading the stores when several checkpoints are embedded."""
+    from train.embed import embed_store
+
+    model = run.load_model(checkpoint, device)
+    parts = []
+    for part in features if features is not None else read_test_features(run):
+        vectors = embed_store(model, part.features, np.arange(len(part.items)), device=device, precision=precision)
+        parts.append(Embedded(part.items, l2_normalise(vectors)))
+    return Embedded.concat(parts)
 
 def run_embeddings(run, device: str = "cpu", force: bool = False, precision: str = "fp32") -> Embedded:
     """The run's test embeddings: from `analysis/embeddings.npz` when made from the current weights and

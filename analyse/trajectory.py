@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS, episode_paths, episodes_for_run
-from analyse.export import StaleAnalysisError, embed_run
+from analyse.export import StaleAnalysisError, TestFeatures, embed_run, read_test_features
 from analyse.table import UNTRAINED
 from analyse.tests import ACCURACY_COLUMNS, accuracy_summary, score_episodes
 from cache import atomic
@@ -101,9 +101,10 @@ def _complete(frame: pd.DataFrame, epoch: int, run) -> bool:
 
 # ------------------------------------------------------------------------------------------ one run
 def score_checkpoint(run, checkpoint: str | int, episodes: list[pd.DataFrame], device: str = "cpu",
-                     precision: str = "fp32") -> pd.DataFrame:
-    """Accuracy (test, lang, n, accuracy in percent) of one checkpoint of the run on the given episodes."""
-    embedded = embed_run(run, device, precision, checkpoint)
+                     precision: str = "fp32", features: list[TestFeatures] | None = None) -> pd.DataFrame:
+    """Accuracy (test, lang, n, accuracy in percent) of one checkpoint of the run on the given episodes
+    (`features`: the run's test features, read once for all its checkpoints)."""
+    embedded = embed_run(run, device, precision, checkpoint, features)
     return accuracy_summary(pd.concat([score_episodes(frame, embedded) for frame in episodes], ignore_index=True))
 
 
@@ -118,7 +119,9 @@ def run_trajectory(run, device: str = "cpu", precision: str = "fp32", episode_se
     current = trajectory_keys(run, epochs, precision)
     old, recorded = _load_cache(run)
     kept = [e for e in epochs if recorded.get(str(e)) == current[str(e)] and _complete(old, e, run)]
-    fresh = [score_checkpoint(run, e, episodes, device, precision).assign(epoch=e) for e in epochs if e not in kept]
+    todo = [e for e in epochs if e not in kept]
+    features = read_test_features(run) if todo else None
+    fresh = [score_checkpoint(run, e, episodes, device, precision, features).assign(epoch=e) for e in todo]
     if fresh or set(old["epoch"]) != set(kept) or recorded != current:
         log.info("%s: scored %d of %d epochs (the rest cached)", run.path, len(fresh), len(epochs))
         frame = pd.concat([old[old["epoch"].isin(kept)], *fresh], ignore_index=True)[RUN_COLUMNS]
