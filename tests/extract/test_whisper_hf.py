@@ -1,8 +1,9 @@
 """whisper-base-hf: the packaged Whisper-base weights in transformers, against CTranslate2 and transformers.
 
 Tolerances (measured with bench/whisper_hf.py, docs/extraction.md "Whisper-base in transformers"): both engines
-run the same float16 weights in float32, and their final layers differ by a relative L2 of a few 1e-6 (max abs
-~5e-5 on features up to ~22); the float16 store's own rounding of the same features is 2.1e-4 (max abs 7.8e-3).
+run the same float16 weights in float32, and on 48 spoken demo words their final layers differ by a relative L2
+of 4.3e-6 (worst word 8.8e-6; max abs 9.1e-5 on features up to 22.4), a padded batch differs from one-at-a-time
+by 3.2e-6 (max abs 1.7e-4); the float16 store's own rounding of the same features is 2.1e-4 (max abs 7.8e-3).
 The bounds below are four times under that rounding: the two encoders' stores agree to within storage rounding.
 """
 from __future__ import annotations
@@ -163,7 +164,7 @@ def test_cut_or_foreign_model_bin_is_named(models_dir, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp32_matches_cpu_and_auto_is_recorded(final, models_dir):
     """fp32 within 5e-3: cuDNN runs fp32 convolutions in TF32 by default (10-bit mantissa). bf16 within 0.1:
-    bf16 autocast on this project's CPU moved the features by 1.8e-2 (worst word 2.9e-2, bench/whisper_hf.py)."""
+    bf16 autocast on this project's CPU moved the features by 2.0e-2 (worst word 4.1e-2, bench/whisper_hf.py)."""
     waves = speech_like()
     gpu = WhisperHFEncoder(models_dir, device="cuda", precision="fp32")
     assert gpu.device.type == "cuda" and gpu.precision == "fp32"
