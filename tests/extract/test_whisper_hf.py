@@ -37,6 +37,11 @@ def final(models_dir) -> WhisperHFEncoder:
 
 
 @pytest.fixture(scope="module")
+def ctranslate2(models_dir):
+    return load_encoder("whisper-base", device="cpu", models_dir=models_dir)
+
+
+@pytest.fixture(scope="module")
 def every_layer(models_dir) -> WhisperHFEncoder:
     return WhisperHFEncoder(models_dir, device="cpu", layers="all")
 
@@ -80,9 +85,8 @@ def assert_close(reference: list[np.ndarray], other: list[np.ndarray]) -> None:
 
 
 @pytest.mark.parametrize("source", ["speech-like", "espeak-ng"])
-def test_final_layer_matches_ctranslate2(source, final, models_dir, tmp_path):
+def test_final_layer_matches_ctranslate2(source, final, ctranslate2, tmp_path):
     waves = speech_like() if source == "speech-like" else spoken_words(tmp_path)
-    ctranslate2 = load_encoder("whisper-base", device="cpu", models_dir=models_dir)
     assert_close(ctranslate2.encode(waves), final.encode(waves))
     assert final.fingerprint == ctranslate2.fingerprint  # the same weights file, hashed
     assert final.preprocessing != ctranslate2.preprocessing  # ... run by another engine: stores never mix
@@ -145,10 +149,9 @@ def test_bad_waveforms_are_refused(final):
         final.encode([np.zeros(30 * 16000 + 1, np.float32)])
 
 
-def test_cut_or_foreign_model_bin_is_named(models_dir, tmp_path):
+def test_cut_or_foreign_model_bin_is_named(final, models_dir, tmp_path):
     model_bin = models_dir / "whisper-base-ct2" / "model.bin"
-    assert hashlib.sha256(model_bin.read_bytes()).hexdigest() == load_encoder(
-        "whisper-base-hf", device="cpu", models_dir=models_dir).fingerprint
+    assert hashlib.sha256(model_bin.read_bytes()).hexdigest() == final.fingerprint
     cut = tmp_path / "model.bin"
     with open(model_bin, "rb") as source, open(cut, "wb") as out:
         out.write(source.read(1 << 20))
