@@ -164,6 +164,42 @@ def test_cut_or_foreign_model_bin_is_named(final, models_dir, tmp_path):
         "encoder/conv1/weight", "encoder/conv1/bias"}
 
 
+def test_reader_reads_what_ctranslate2_writes(tmp_path):
+    """A tiny spec saved by CTranslate2's own writer: names, shapes, dtypes, values and aliases come back."""
+    from ctranslate2.specs import model_spec
+
+    class Dense(model_spec.LayerSpec):
+        def __init__(self):
+            self.weight = np.arange(6, dtype=np.float16).reshape(2, 3)
+            self.bias = np.array([1.5, -2.0], dtype=np.float32)
+            self.tied = np.arange(6, dtype=np.float16).reshape(2, 3)  # equal to weight: written as an alias
+
+    class Tiny(model_spec.ModelSpec):
+        def __init__(self):
+            super().__init__()
+            self.dense = Dense()
+            self.count = np.int16(8)
+
+        @property
+        def name(self):
+            return "TinySpec"
+
+        @property
+        def revision(self):
+            return 2
+
+    spec = Tiny()
+    spec.validate()
+    spec._alias_variables()
+    spec._serialize(str(tmp_path / "model.bin"))
+    found = read_model_bin(tmp_path / "model.bin")
+    assert (found.spec, found.revision, found.aliases) == ("TinySpec", 2, {"dense/weight": "dense/tied"})
+    assert {name: (t.dtype, tuple(t.shape)) for name, t in found.variables.items()} == {
+        "count": (torch.int16, ()), "dense/bias": (torch.float32, (2,)), "dense/tied": (torch.float16, (2, 3))}
+    assert found.variables["dense/tied"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert found.variables["dense/bias"].tolist() == [1.5, -2.0] and int(found.variables["count"]) == 8
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp32_matches_cpu_and_auto_is_recorded(final, models_dir):
     """fp32 within 5e-3: cuDNN runs fp32 convolutions in TF32 by default (10-bit mantissa). bf16 within 0.1:
