@@ -59,11 +59,12 @@ class InMemoryFeatures:
     def from_numpy(cls, modality: str, features: np.ndarray, lengths: np.ndarray | None = None,
                    offsets: np.ndarray | None = None, device: str | torch.device = "cpu", pin: bool = False,
                    dtype: torch.dtype | None = None) -> "InMemoryFeatures":
-        """From a concatenated audio frames array (F, D) with offsets and lengths, or an (N, P, D) image array."""
+        """From a concatenated audio frames array (F, D) or (F, L, D) with offsets and lengths, or an (N, P, D)
+        image array."""
         if modality == "audio":
             if lengths is None or offsets is None:
                 raise ValueError("audio features need lengths and offsets")
-            host = _empty((features.shape[0] + 1, features.shape[1]), pin)
+            host = _empty((features.shape[0] + 1,) + tuple(features.shape[1:]), pin)  # (F + 1, D) or (F + 1, L, D)
             host_np = host.numpy()
             host_np[:-1] = features
             host_np[-1] = 0
