@@ -136,3 +136,24 @@ def test_names_keep_layered_and_single_layer_stores_apart(tmp_path):
     assert [p.name for p in find_stores(tmp_path, "audio", "en", layered=False)] == ["audio-en.syn.h5"]
     with pytest.raises(StoreNotFound, match="with a layer axis"):
         find_stores(tmp_path, "audio", "fr", layered=True)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".zarr"])
+def test_an_interrupted_layered_store_resumes_to_the_same_bytes(tmp_path, suffix):
+    """A writer that stops between batches (as after kill -9: only whole batches are journalled) and is
+    reopened packs exactly the store an uninterrupted writer packs."""
+    features = layered_features(12, seed=3)
+    items = synthetic_items(12)
+    prov = synthetic_provenance("audio", 8).replace(layers=LAYERS)
+    whole = write_synthetic_store(tmp_path / f"whole{suffix}", "audio", items, features, provenance=prov, batch=5)
+    first = open_writer(tmp_path / f"resumed{suffix}", prov, items, 8)
+    first.append(features[:5])
+    first.close()
+    again = open_writer(tmp_path / f"resumed{suffix}", prov, items, 8)
+    assert again.done == 5 and len(again.pending) == 7
+    again.append(features[5:10])
+    again.append(features[10:])
+    resumed = open_store(again.finish())
+    reference = open_store(whole)
+    assert resumed.fingerprint == reference.fingerprint and resumed.layers == LAYERS
+    assert np.array_equal(resumed.read(np.arange(12))[0], reference.read(np.arange(12))[0])
