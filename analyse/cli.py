@@ -213,6 +213,28 @@ def exposure(targets, study, out, resamples, bootstrap, seed, progress):
 @analyse.command()
 @_runs_options
 @_out_option
+@verbosity_options
+@user_errors
+def layers(targets, study, out, progress):
+    """Familiar and ME accuracy per encoder layer for runs trained with `train-heads --audio-layer` (a layer
+    sweep: layers.csv, layers.png), and the learned weights of `--audio-layer weighted` runs
+    (layer_weights.csv, layer_weights.png, <run>/analysis/layer_weights.png). Needs `analyse familiar` and
+    `analyse me` (or `analyse all`) first."""
+    import pandas as pd
+
+    from analyse.pipeline import layers_study
+
+    runs, name = _resolve(targets, study)
+    paths = layers_study(runs, _out(out, name))
+    _say("layers", list(paths.values()))
+    for r in pd.read_csv(paths["layers"], dtype={"layer": str, "train_langs": str, "test_lang": str}).itertuples():
+        click.echo(f"layer {r.layer}: {r.train_langs} w{r.width} test {r.test_lang}: ME {r.me_mean:.1f} %, "
+                   f"familiar {r.familiar_mean:.1f} % ({r.n_seeds} seeds)")
+
+
+@analyse.command()
+@_runs_options
+@_out_option
 @_embedding_options
 @_episode_options
 @verbosity_options
@@ -314,7 +336,8 @@ def report(targets, study, out, progress):
 @user_errors
 def all_(targets, study, out, device, precision, episode_seed, per_concept, progress):
     """Everything, in order: export, familiar + ME, trajectory (runs with saved epochs), table, compare,
-    variance, embeddings, translation, exposure (runs with a non-default exposure), report.
+    variance, embeddings, translation, exposure (runs with a non-default exposure), layers (runs trained with
+    --audio-layer), report.
 
     PCA pictures are drawn for the first seed of each configuration, t-SNE for one bilingual model (EN–NL
     when present, as in the paper); `analyse embeddings` draws t-SNE for any others."""

@@ -136,8 +136,9 @@ def read_test_features(run, batch: int = 1024) -> list[TestFeatures]:
         if len(test) == 0:
             raise ValueError(f"store {paths[0]} has no test items; the analyses need a test split")
         chunks, lengths = [], []
+        layer = run.audio_read_layer if modality == "audio" else None  # what the run trained on
         for start in range(0, len(test), batch):
-            x, lens = store.read(test[start: start + batch])
+            x, lens = store.read(test[start: start + batch], layer=layer)
             chunks += [x[i, :n] for i, n in enumerate(lens)] if modality == "audio" else [x]
             lengths.append(lens)
         lengths = np.concatenate(lengths).astype(np.int64)

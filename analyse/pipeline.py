@@ -19,6 +19,7 @@ from analyse.episodes import DEFAULT_PER_CONCEPT, DEFAULT_SEED, TESTS, episode_p
 from analyse.exclusion import study_exclusion
 from analyse.exposure import ExposureOptions, has_exposure_runs, study_exposure
 from analyse.export import run_embeddings
+from analyse.layers import has_layer_runs, study_layers
 from analyse.report.writer import write_report
 from analyse.study import RunInfo, episodes_dir
 from analyse.table import study_table
@@ -91,6 +92,12 @@ def exposure_study(runs: list[RunInfo], out_dir: Path, options: ExposureOptions 
     return study_exposure(runs, out_dir, options)
 
 
+def layers_study(runs: list[RunInfo], out_dir: Path) -> dict[str, Path]:
+    """Familiar and ME per encoder layer (a layer sweep) and the learned layer weights of weighted-sum runs."""
+    study_exclusion(runs)
+    return study_layers(runs, out_dir)
+
+
 def trajectory_study(runs: list[RunInfo], out_dir: Path, device: str = "cpu", precision: str = "fp32",
                      episode_seed: int = DEFAULT_SEED, per_concept: int = DEFAULT_PER_CONCEPT,
                      progress: bool = False) -> dict[str, Path]:
@@ -104,7 +111,7 @@ def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "c
                 progress: bool = False) -> dict[str, Path]:
     """Everything, in order: export, familiar + ME, trajectories (when some run kept its epochs: Table 1
     and the exposure analysis then show the untrained baseline), table, compare, variance, embeddings, translation,
-    exposure (when some run changed the exposure), report.
+    exposure (when some run changed the exposure), layers (when some run chose an encoder layer), report.
 
     PCA pictures are drawn for the first seed of each configuration and t-SNE for one bilingual model
     (EN–NL when present, as in the paper). Returns the study-wide files by label; the per-run files are
@@ -122,5 +129,7 @@ def analyse_all(runs: list[RunInfo], study: str, out_dir: Path, device: str = "c
     written.update(study_translation(runs, out_dir, device, precision=precision, progress=progress))
     if has_exposure_runs(runs):
         written.update(exposure_study(runs, out_dir))
+    if has_layer_runs(runs):
+        written.update(layers_study(runs, out_dir))
     written["report"] = write_report(study, runs, out_dir)
     return written

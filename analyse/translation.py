@@ -60,12 +60,17 @@ def translation_probe(
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
-def time_averaged_features(store, indices: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Mean over each item's frames of its raw encoder features (float32), read in batches."""
+def time_averaged_features(store, indices: np.ndarray, batch: int = 256, layer: int | None = None) -> np.ndarray:
+    """Mean over each item's frames of its raw encoder features (float32), read in batches. `layer`: the
+    hidden state of a store with a layer axis; None there averages every stored layer uniformly (the
+    starting point of a learned weighted sum, and independent of any model)."""
     out = np.empty((len(indices), store.dim), np.float32)
     for start in range(0, len(indices), batch):
-        x, lengths = store.read(indices[start:start + batch])
-        sums = x.astype(np.float32).sum(axis=1)  # padding is zero, so the sum is over real frames
+        x, lengths = store.read(indices[start:start + batch], layer=layer)
+        x = x.astype(np.float32)
+        if x.ndim == 4:  # (B, T, L, D): every layer
+            x = x.mean(axis=2)
+        sums = x.sum(axis=1)  # padding is zero, so the sum is over real frames
         out[start:start + len(lengths)] = sums / np.maximum(lengths, 1)[:, None]
     return out
 
@@ -82,7 +87,7 @@ def raw_probe(run) -> pd.DataFrame:
         store = open_store(paths)
         frame = items_frame(store, "audio")
         test = np.flatnonzero((frame["split"].to_numpy() == "test") & ~frame["concept"].isin(excluded).to_numpy())
-        vectors.append(time_averaged_features(store, test))
+        vectors.append(time_averaged_features(store, test, layer=run.audio_read_layer))
         items.append(frame.iloc[test])
     return translation_probe(np.concatenate(vectors), pd.concat(items, ignore_index=True), list(run.langs), "raw features")
 
@@ -100,8 +105,8 @@ def study_translation(runs, out_dir: Path, device: str = "cpu", precision: str =
         embedded = run_test_embeddings(run, device, precision)
         audio = embedded.select((embedded.items["modality"] == "audio").to_numpy())
         model = translation_probe(audio.vectors, audio.items, list(run.langs), "model")
-        key = tuple(run.audio_stores.values())
-        if key not in raw_cache:  # the baseline depends only on the stores, not on the model
+        key = (tuple(run.audio_stores.values()), run.audio_read_layer)
+        if key not in raw_cache:  # the baseline depends only on the stores (and layer), not on the model
             raw_cache[key] = raw_probe(run)
         rows = pd.concat([model, raw_cache[key]], ignore_index=True)
         write_csv(run.analysis_dir / "translation.csv", rows)

@@ -15,7 +15,7 @@ import numpy as np
 from .backend import BackendReader
 from .errors import REEXTRACT, CorruptStore
 from .items import ITEM_COLUMNS, SKIP_COLUMNS, ItemTable, SkippedTable, decode_strings
-from .provenance import FORMAT_VERSION, Provenance
+from .provenance import FORMAT_VERSION, READABLE_FORMATS, Provenance
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,15 +85,23 @@ def layout_problems(f: BackendReader, t: FileTables) -> list[str]:
     """What makes the features array unreadable item by item: shape, dtype, offsets, lengths, damage."""
     out = list(f.damage())
     prov, shape, n, lengths = t.provenance, f.features_shape, len(t.lengths), t.lengths
-    if prov.format_version != FORMAT_VERSION:
-        out.append(f"store format {prov.format_version}, this vgsme reads format {FORMAT_VERSION}")
+    if prov.format_version not in READABLE_FORMATS:
+        out.append(f"store format {prov.format_version}, this vgsme reads formats "
+                   f"{', '.join(map(str, READABLE_FORMATS))}")
+    elif prov.format_version != prov.layout_format:
+        out.append(f"store format {prov.format_version} but its provenance "
+                   + (f"has layers {list(prov.layers)} (format {prov.layout_format})" if prov.layers
+                      else f"has no layer axis (format {prov.layout_format})"))
     if f.features_dtype != np.float16:
         out.append(f"features are {f.features_dtype}, expected float16")
     if shape[-1] != prov.dim:
         out.append(f"features have dim {shape[-1]}, provenance says {prov.dim}")
     if prov.modality == "audio":
-        if len(shape) != 2:
+        if prov.layers is None and len(shape) != 2:
             out.append(f"audio features have shape {shape}, expected (frames, D)")
+        if prov.layers is not None and (len(shape) != 3 or shape[1] != len(prov.layers)):
+            out.append(f"audio features have shape {shape}, expected (frames, {len(prov.layers)}, D) for the "
+                       f"layers {list(prov.layers)} of its provenance")
         if (lengths < 1).any():
             out.append(f"{int((lengths < 1).sum())} item(s) with no frames (first {t.items.ids[np.argmax(lengths < 1)]})")
         expect = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else t.offsets

@@ -5,12 +5,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 FORMAT_SUFFIX = {"hdf5": ".h5", "zarr": ".zarr"}
 SUFFIX_FORMAT = {".h5": "hdf5", ".hdf5": "hdf5", ".zarr": "zarr"}
 
 _NAME = re.compile(
-    r"^(?P<prefix>audio-[^.]+|image)\.(?P<encoder>.+?)(?:\.L(?P<layer>\d+))?"
+    r"^(?P<prefix>audio-[^.]+|image)\.(?P<encoder>.+?)(?:\.L(?P<layer>\d+(?:-\d+|(?:\+\d+)+)?))?"
     r"(?:\.shard-(?P<k>\d+)-of-(?P<n>\d+))?(?P<suffix>\.h5|\.hdf5|\.zarr)$"
 )
 
@@ -49,9 +50,30 @@ def encoder_slug(name: str) -> str:
     return slug
 
 
+def layers_tag(layers: Sequence[int]) -> str:
+    """The name part of a layer axis: `0-12` for a contiguous run of layers, else `0+3+6`. Never a bare
+    number, so a store of several layers cannot collide with the store of one layer (`.L7`)."""
+    layers = [int(v) for v in layers]
+    if len(layers) >= 2 and layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]}"
+    if len(layers) < 2:
+        raise ValueError(f"a layer axis names at least two layers, not {layers}")
+    return "+".join(map(str, layers))
+
+
+def parse_layers_tag(tag: str) -> tuple[int, ...]:
+    """Inverse of `layers_tag`."""
+    if "-" in tag:
+        low, high = (int(v) for v in tag.split("-"))
+        return tuple(range(low, high + 1))
+    return tuple(int(v) for v in tag.split("+"))
+
+
 def store_name(modality: str, encoder: str, lang: str | None = None, layer: int | None = None,
-               fmt: str = "hdf5", shard: tuple[int, int] | None = None) -> str:
-    """The file name of a store, e.g. `audio-en.whisper-base.h5`, `image.efficientnet-lite0.L3.shard-1-of-4.zarr`."""
+               fmt: str = "hdf5", shard: tuple[int, int] | None = None,
+               layers: Sequence[int] | None = None) -> str:
+    """The file name of a store, e.g. `audio-en.whisper-base.h5`, `image.efficientnet-lite0.L3.shard-1-of-4.zarr`,
+    `audio-en.microsoft--wavlm-base-plus.L0-12.h5` (a layer axis: `layers`)."""
     if modality == "audio":
         if not lang:
             raise ValueError("an audio store name needs a language")
@@ -63,8 +85,12 @@ def store_name(modality: str, encoder: str, lang: str | None = None, layer: int 
     if fmt not in FORMAT_SUFFIX:
         raise ValueError(f"format must be one of {sorted(FORMAT_SUFFIX)}, not {fmt!r}")
     name = f"{prefix}.{encoder_slug(encoder)}"
+    if layer is not None and layers is not None:
+        raise ValueError("a store name takes layer or layers, not both")
     if layer is not None:
         name += f".L{int(layer)}"
+    if layers is not None:
+        name += f".L{layers_tag(layers)}"
     if shard is not None:
         k, n = shard
         name += f".shard-{int(k)}-of-{int(n)}"
@@ -72,8 +98,9 @@ def store_name(modality: str, encoder: str, lang: str | None = None, layer: int 
 
 
 def store_path(cache_dir: Path, modality: str, encoder: str, lang: str | None = None, layer: int | None = None,
-               fmt: str = "hdf5", shard: tuple[int, int] | None = None) -> Path:
-    return Path(cache_dir) / store_name(modality, encoder, lang, layer, fmt, shard)
+               fmt: str = "hdf5", shard: tuple[int, int] | None = None,
+               layers: Sequence[int] | None = None) -> Path:
+    return Path(cache_dir) / store_name(modality, encoder, lang, layer, fmt, shard, layers)
 
 
 @dataclass(frozen=True)
@@ -86,11 +113,12 @@ class StoreName:
     layer: int | None
     shard: tuple[int, int] | None
     fmt: str
+    layers: tuple[int, ...] | None = None  # a layer axis (then layer is None)
 
     @property
     def set_key(self) -> tuple:
         """Names with the same key are shards of one store."""
-        return (self.modality, self.lang, self.encoder, self.layer, self.fmt)
+        return (self.modality, self.lang, self.encoder, self.layer, self.fmt, self.layers)
 
 
 def parse_store_name(name: str) -> StoreName | None:
@@ -101,22 +129,27 @@ def parse_store_name(name: str) -> StoreName | None:
     prefix = m["prefix"]
     modality, lang = ("image", None) if prefix == "image" else ("audio", prefix[len("audio-"):])
     shard = (int(m["k"]), int(m["n"])) if m["k"] else None
-    return StoreName(modality, lang, m["encoder"], int(m["layer"]) if m["layer"] else None, shard,
-                     SUFFIX_FORMAT[m["suffix"]])
+    tag = m["layer"]
+    layer = int(tag) if tag and tag.isdigit() else None
+    layers = parse_layers_tag(tag) if tag and not tag.isdigit() else None
+    return StoreName(modality, lang, m["encoder"], layer, shard, SUFFIX_FORMAT[m["suffix"]], layers)
 
 
 def _describe(names: list[StoreName]) -> str:
     keys = sorted({n.set_key for n in names}, key=str)
-    return ", ".join(f"{enc}{'' if layer is None else f' layer {layer}'} ({fmt})" for _, _, enc, layer, fmt in keys)
+    return ", ".join(f"{enc}{'' if layer is None else f' layer {layer}'}"
+                     f"{'' if layers is None else f' layers {layers_tag(layers)}'} ({fmt})"
+                     for _, _, enc, layer, fmt, layers in keys)
 
 
 def find_stores(cache_dir: Path, modality: str, lang: str | None = None, encoder: str | None = None,
-                layer: int | None = None, fmt: str | None = None) -> list[Path]:
+                layer: int | None = None, fmt: str | None = None, layered: bool | None = None) -> list[Path]:
     """The paths of the one store (or the full shard set, in shard order) that matches the request.
 
-    Raises `StoreNotFound` naming what the folder holds and the `extract-features` command to run when
-    nothing matches, when several encoders/layers/formats match (asking for the option that picks one), or
-    when a shard set is incomplete.
+    `layered`: True keeps only stores with a layer axis (`extract-features --layers`), False only stores
+    of one layer, None either. Raises `StoreNotFound` naming what the folder holds and the
+    `extract-features` command to run when nothing matches, when several encoders/layers/formats match
+    (asking for the option that picks one), or when a shard set is incomplete.
     """
     cache_dir = Path(cache_dir)
     corpus = cache_dir.name
@@ -133,6 +166,8 @@ def find_stores(cache_dir: Path, modality: str, lang: str | None = None, encoder
         wanted = [(p, n) for p, n in wanted if n.layer == layer]
     if fmt is not None:
         wanted = [(p, n) for p, n in wanted if n.fmt == fmt]
+    if layered is not None:
+        wanted = [(p, n) for p, n in wanted if (n.layers is not None) == layered]
     if not wanted:
         unfinished = [p.name for p in entries if p.name.endswith(".partial")
                       and (n := parse_store_name(p.name[:-len(".partial")])) is not None
@@ -141,8 +176,9 @@ def find_stores(cache_dir: Path, modality: str, lang: str | None = None, encoder
             raise StoreNotFound(f"the {what} store in {cache_dir} is not finished (journal {', '.join(unfinished)}): "
                                 f"its extraction was interrupted or is running; rerun `{run}` to resume it")
         held = ", ".join(p.name for p, _ in stores) or "no stores"
-        raise StoreNotFound(f"no {what} store{f' for encoder {encoder}' if encoder else ''} in {cache_dir} "
-                            f"(it holds: {held}); run `{run}` first")
+        kind = {True: " with a layer axis", False: " of one layer", None: ""}[layered]
+        raise StoreNotFound(f"no {what} store{kind}{f' for encoder {encoder}' if encoder else ''} in {cache_dir} "
+                            f"(it holds: {held}); run `{run}{' --layers all' if layered else ''}` first")
     keys = {n.set_key for _, n in wanted}
     if len(keys) > 1:
         raise StoreNotFound(f"several {what} stores in {cache_dir}: {_describe([n for _, n in wanted])}; "

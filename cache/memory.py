@@ -39,7 +39,8 @@ CONVERT_ELEMENTS = 1 << 22  # values converted per step of the in-place float16 
 class InMemoryFeatures:
     """Features as torch tensors of one dtype on one device.
 
-    Audio: `frames_padded` (F + 1, D), the last row all zeros (the target of padding positions),
+    Audio: `frames_padded` (F + 1, D) (or (F + 1, L, D): every layer of a layer axis), the last row all zeros
+    (the target of padding positions),
     `offsets` and `lengths` (N,) int64. Images: `frames_padded` is (N, P, D) and `offsets` is None.
     `offsets`/`lengths` live on `device`; numpy copies on the CPU serve the index arithmetic.
     """
@@ -58,11 +59,12 @@ class InMemoryFeatures:
     def from_numpy(cls, modality: str, features: np.ndarray, lengths: np.ndarray | None = None,
                    offsets: np.ndarray | None = None, device: str | torch.device = "cpu", pin: bool = False,
                    dtype: torch.dtype | None = None) -> "InMemoryFeatures":
-        """From a concatenated audio frames array (F, D) with offsets and lengths, or an (N, P, D) image array."""
+        """From a concatenated audio frames array (F, D) or (F, L, D) with offsets and lengths, or an (N, P, D)
+        image array."""
         if modality == "audio":
             if lengths is None or offsets is None:
                 raise ValueError("audio features need lengths and offsets")
-            host = _empty((features.shape[0] + 1, features.shape[1]), pin)
+            host = _empty((features.shape[0] + 1,) + tuple(features.shape[1:]), pin)  # (F + 1, D) or (F + 1, L, D)
             host_np = host.numpy()
             host_np[:-1] = features
             host_np[-1] = 0
@@ -74,12 +76,25 @@ class InMemoryFeatures:
 
     @classmethod
     def from_store(cls, store: "FeatureStore", device: str | torch.device = "cpu", pin: bool = False,
-                   dtype: torch.dtype | None = None) -> "InMemoryFeatures":
+                   dtype: torch.dtype | None = None, layer: int | None = None) -> "InMemoryFeatures":
         """Read a whole store in big slices of whole items, each checked against its checksums, straight into
-        the tensor's memory (float16 and bfloat16) or through a slice buffer (float32, CUDA)."""
+        the tensor's memory (float16 and bfloat16) or through a slice buffer (float32, CUDA, one layer).
+
+        `layer`: for a store with a layer axis, keep only that hidden state: each slice is read whole (the
+        checksums cover all of an item's layers) and its layer copied out, so memory holds one layer plus
+        one slice. None keeps every stored layer: frames of (L, D)."""
         device, dtype = torch.device(device), _dtype(dtype)
+        position = store.layer_position(layer)
         rows = store.total_frames
-        shape = (rows + 1, store.dim) if store.modality == "audio" else (rows, store.positions, store.dim)
+        row_shape = store.row_shape if position is None else (store.dim,)
+        shape = ((rows + 1,) if store.modality == "audio" else (rows,)) + row_shape
+        if position is not None:
+            host = _empty(shape, pin) if device.type == "cpu" else torch.empty(shape, dtype=torch.float16,
+                                                                               device=device)
+            for start, block in store.iter_rows():
+                host[start:start + len(block)].copy_(torch.from_numpy(block[:, position]))
+            host[rows] = 0
+            return cls._finish(store.modality, _convert(host, dtype), store.lengths, store.offsets, device)
         if device.type == "cpu" and dtype != torch.float32:
             host = _empty(shape, pin)
             store.read_all_into(host.numpy()[:rows])
@@ -152,7 +167,8 @@ class InMemoryFeatures:
 
     def gather(self, index: torch.Tensor | np.ndarray | list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Features of the items `index`, in that order: x (B, T_max, D) in the storage dtype and pad
-        (B, T_max) bool, True at padding, where x is all zeros (pad is None for images)."""
+        (B, T_max) bool, True at padding, where x is all zeros (pad is None for images). With every layer
+        of a layer axis in memory, x is (B, T_max, L, D)."""
         idx = self._index(index)
         if self.modality == "image":
             return self._take(idx, (len(idx),) + tuple(self.frames_padded.shape[1:])), None
@@ -160,7 +176,7 @@ class InMemoryFeatures:
         steps = np.arange(int(lens.max(initial=0)))
         pad = steps[None, :] >= lens[:, None]
         rows = np.where(pad, len(self.frames_padded) - 1, self._offsets_np[idx][:, None] + steps[None, :])
-        x = self._take(rows.reshape(-1), (len(idx), len(steps), self.dim))
+        x = self._take(rows.reshape(-1), (len(idx), len(steps)) + tuple(self.frames_padded.shape[1:]))
         return x, torch.from_numpy(pad).to(self.device)
 
 

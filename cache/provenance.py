@@ -16,6 +16,11 @@ from .vocab import MODALITIES
 # 2: per-item CRC-32C `checksums` and the `format` attribute (cache/integrity.py). Stores of another
 # format are refused with "re-extract it".
 FORMAT_VERSION = 2
+# 3: format 2 plus a layer axis: audio features (frames, L, D), the L hidden states in `layers`. A store
+# with one layer stays format 2, so that every store written before layer axes existed still opens and keeps
+# its fingerprint; a vgsme that reads only format 2 refuses a format-3 store instead of misreading it.
+LAYERED_FORMAT_VERSION = 3
+READABLE_FORMATS = (FORMAT_VERSION, LAYERED_FORMAT_VERSION)
 
 # Fields that record when and by what the store was written: they never decide reuse.
 _INFORMATIONAL = ("created", "package_version")
@@ -40,6 +45,9 @@ class Provenance:
     `preprocessing` holds simple JSON values (sample_rate, resampler, image_size, normalisation, positions,
     frame_rate, ...); `precision` is what the encoder computed in (features made in bf16 differ from fp32
     ones, so they are never mixed); `shard` is (K, N) for the K-th of N shards (1-based) or None for a whole store.
+    `layers` (audio only) are the hidden-state indices of a store with a layer axis (0 = the input embeddings,
+    strictly increasing; `layer` is then None); None for a store of one layer. `format_version` 0 means "the
+    format this vgsme writes for this layout" (2, or 3 with `layers`).
     """
 
     encoder: str
@@ -54,8 +62,9 @@ class Provenance:
     package_version: str = field(default_factory=package_version)
     created: str = field(default_factory=_now)
     shard: tuple[int, int] | None = None
-    format_version: int = FORMAT_VERSION
+    format_version: int = 0
     precision: str = ""  # the encoder's resolved compute precision (bf16|fp16|fp32); "" = not recorded
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -68,11 +77,32 @@ class Provenance:
                 raise ValueError(f"shard must be (K, N) with 1 <= K <= N, not {self.shard!r}")
             object.__setattr__(self, "shard", (k, n))
         object.__setattr__(self, "preprocessing", dict(self.preprocessing))
+        if self.layers is not None:
+            layers = tuple(int(v) for v in self.layers)
+            if self.modality != "audio":
+                raise ValueError("a store with a layer axis holds audio features only (image stores have one layer)")
+            if self.layer is not None:
+                raise ValueError(f"give layer ({self.layer}) or layers ({list(layers)}), not both")
+            if not layers or any(v < 0 for v in layers) or any(b <= a for a, b in zip(layers, layers[1:])):
+                raise ValueError(f"layers must be non-negative and strictly increasing, not {list(layers)}")
+            object.__setattr__(self, "layers", layers)
+        if not self.format_version:
+            object.__setattr__(self, "format_version", self.layout_format)
+
+    @property
+    def layout_format(self) -> int:
+        """The store format of this layout: 3 with a layer axis, else 2."""
+        return LAYERED_FORMAT_VERSION if self.layers is not None else FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (the shard as a list)."""
+        """A JSON-able dict (the shard and layers as lists). `layers` is left out when None, so a
+        single-layer store's provenance, and with it its fingerprint, is what it was before layer axes."""
         d = dataclasses.asdict(self)
         d["shard"] = list(self.shard) if self.shard is not None else None
+        if self.layers is None:
+            del d["layers"]
+        else:
+            d["layers"] = list(self.layers)
         return d
 
     @classmethod
@@ -85,6 +115,8 @@ class Provenance:
         kw = dict(d)
         if kw.get("shard") is not None:
             kw["shard"] = tuple(kw["shard"])
+        if kw.get("layers") is not None:
+            kw["layers"] = tuple(kw["layers"])
         return cls(**kw)
 
     def identity(self) -> dict[str, Any]:
@@ -93,6 +125,9 @@ class Provenance:
         return {k: v for k, v in self.to_dict().items() if k not in _INFORMATIONAL}
 
     def replace(self, **changes: Any) -> "Provenance":
+        """A copy with `changes`; changing `layers` also moves the format to that layout's (unless given)."""
+        if "layers" in changes and "format_version" not in changes:
+            changes["format_version"] = 0
         return dataclasses.replace(self, **changes)
 
     def mismatches(self, other: "Provenance", ignore: tuple[str, ...] = ()) -> list[str]:

@@ -54,6 +54,7 @@ class FeatureStore:
         self.modality: str = first.modality
         self.dim: int = int(first.dim)
         self.positions: int | None = None if self.modality == "audio" else int(files[0].features_shape[1])
+        self.layers: tuple[int, ...] | None = first.layers  # the hidden states of a layer axis, else None
         self.paths = [f.path for f in files]
         self.items = ItemTable.concat([t.items for t in tables])
         self.skipped = SkippedTable(*(np.concatenate([getattr(t.skipped, c) for t in tables])
@@ -92,6 +93,28 @@ class FeatureStore:
                 f"dim {self.dim}, encoder {self.provenance.encoder})")
 
     @property
+    def row_shape(self) -> tuple[int, ...]:
+        """One row of the features array: an audio frame (D,), or (L, D) with a layer axis; an image (P, D)."""
+        return tuple(int(v) for v in self._files[0].features_shape[1:])
+
+    def layer_position(self, layer: int | None) -> int | None:
+        """Where hidden state `layer` sits on the layer axis; None when `layer` is None (every stored layer)
+        or when the store has one layer and `layer` is that one. Any other layer is a `StoreError` naming
+        the layers the store holds."""
+        if layer is None:
+            return None
+        if self.layers is None:
+            if layer == self.provenance.layer:
+                return None
+            held = "the final output" if self.provenance.layer is None else f"layer {self.provenance.layer}"
+            raise StoreError(f"{self.paths[0]} holds one layer ({held}), not layer {layer}; extract that layer "
+                             f"(extract-features --layer {layer}, or --layers all)")
+        if layer not in self.layers:
+            raise StoreError(f"{self.paths[0]} holds layers {_layer_list(self.layers)}, not layer {layer}; choose "
+                             f"one of those, or extract it (extract-features --layers ...)")
+        return self.layers.index(layer)
+
+    @property
     def total_frames(self) -> int:
         """Rows of the features array: frames for audio, items for images."""
         return int(sum(f.features_shape[0] for f in self._files))
@@ -115,17 +138,20 @@ class FeatureStore:
             raise IndexError(f"item indices must lie in [0, {len(self)}); got {idx.min()}..{idx.max()}")
         return idx
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: Sequence[int] | np.ndarray, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Features of the given items, in the given order: (B, T_max, D) float16 zero-padded, and lengths (B,).
 
-        Reads go to disk in sorted order (each item once) whatever the requested order, because that is the
-        order in which both backends read fastest. Every item read is checked against its checksum.
+        A store with a layer axis gives (B, T_max, L, D), or (B, T_max, D) of hidden state `layer` (one of
+        `layers`; see `layer_position`). Reads go to disk in sorted order (each item once) whatever the
+        requested order, because that is the order in which both backends read fastest. Every item read is
+        checked against its checksum (which covers all its layers, so all are read).
         """
         idx = self._check_indices(indices)
+        position = self.layer_position(layer)
         uniq, inverse = np.unique(idx, return_inverse=True)
         lengths = self.lengths[uniq]
         if self.modality == "audio":
-            out = np.zeros((len(uniq), int(lengths.max(initial=0)), self.dim), np.float16)
+            out = np.zeros((len(uniq), int(lengths.max(initial=0))) + self.row_shape, np.float16)
         else:
             out = np.empty((len(uniq), self.positions, self.dim), np.float16)
         # uniq is sorted and shards hold consecutive items, so each shard's part is a contiguous run of rows
@@ -143,6 +169,8 @@ class FeatureStore:
             bad = np.flatnonzero(got != self.checksums[uniq[a:b]])
             if len(bad):
                 raise corrupt_items_error(f.path, self.items.ids[uniq[a:b][bad]])
+        if position is not None:
+            out = np.ascontiguousarray(out[:, :, position])
         if len(uniq) == len(idx) and np.array_equal(uniq, idx):
             return out, lengths.astype(np.int32)
         return out[inverse], lengths[inverse].astype(np.int32)
@@ -200,11 +228,13 @@ class FeatureStore:
     def _row_start(self, s: int) -> int:
         return int(self._frame_start[s]) if self.modality == "audio" else int(self._item_start[s])
 
-    def load(self, device: str = "cpu", pin: bool = False, dtype: "torch.dtype | None" = None) -> "InMemoryFeatures":
+    def load(self, device: str = "cpu", pin: bool = False, dtype: "torch.dtype | None" = None,
+             layer: int | None = None) -> "InMemoryFeatures":
         """The whole store as torch tensors on `device` (CPU RAM, optionally pinned, or a CUDA device), every
-        item checked against its checksum. `dtype`: float16 (as stored, the default), bfloat16 or float32."""
+        item checked against its checksum. `dtype`: float16 (as stored, the default), bfloat16 or float32.
+        `layer`: with a layer axis, only that hidden state is kept in memory (None: all of them)."""
         from .memory import InMemoryFeatures  # torch is imported only by those who load
-        return InMemoryFeatures.from_store(self, device=device, pin=pin, dtype=dtype)
+        return InMemoryFeatures.from_store(self, device=device, pin=pin, dtype=dtype, layer=layer)
 
     def close(self) -> None:
         for f in self._files:
@@ -215,6 +245,13 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _layer_list(layers: tuple[int, ...]) -> str:
+    """`0..12` for a contiguous run of layers, else `0, 3, 6`."""
+    if len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}..{layers[-1]}"
+    return ", ".join(map(str, layers))
 
 
 def _check_shard_set(files: list[BackendReader], tables: list[FileTables]) -> None:

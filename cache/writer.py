@@ -130,7 +130,8 @@ class StoreWriter:
     def append(self, features: Sequence[np.ndarray]) -> None:
         """Write the next `len(features)` pending items (in plan order) and commit them.
 
-        Audio items are (T, D) with T >= 1; images (P, D). Values are stored as float16; a value that is
+        Audio items are (T, D) with T >= 1, or (T, L, D) for a store with a layer axis (the provenance's
+        `layers`); images (P, D). Values are stored as float16; a value that is
         not finite in float16 (NaN, inf, or a finite value beyond ±65504 that the cast would make inf) is
         refused with `NonFiniteFeatures` naming the item, and nothing of the batch is written.
         """
@@ -145,11 +146,13 @@ class StoreWriter:
         for i, a in zip(targets, features):
             a = np.asarray(a)
             item = self.items.ids[i]
-            want = (self.positions, self.dim) if self.modality == "image" else (None, self.dim)
-            if a.ndim != 2 or a.shape[1] != self.dim or (want[0] is not None and a.shape[0] != want[0]) \
-                    or a.shape[0] < 1:
-                raise StoreError(f"item {item}: features of shape {a.shape}, expected "
-                                 f"{'(T>=1, %d)' % self.dim if want[0] is None else str(want)}")
+            if self.modality == "image":
+                fits, want = a.shape == (self.positions, self.dim), str((self.positions, self.dim))
+            else:
+                fits = a.ndim == 1 + len(self.row_shape) and a.shape[1:] == self.row_shape and a.shape[0] >= 1
+                want = "(T>=1, " + ", ".join(map(str, self.row_shape)) + ")"
+            if not fits:
+                raise StoreError(f"item {item}: features of shape {a.shape}, expected {want}")
             with np.errstate(over="ignore", invalid="ignore"):
                 a16 = np.ascontiguousarray(a.astype(np.float16))
             if not np.isfinite(a16).all():
@@ -185,6 +188,14 @@ class StoreWriter:
     def modality(self) -> str:
         return self.provenance.modality
 
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        """One row of the features array: an audio frame (D,) or, with a layer axis, (L, D); an image (P, D)."""
+        if self.modality == "image":
+            return (int(self.positions), self.dim)
+        layers = self.provenance.layers
+        return (self.dim,) if layers is None else (len(layers), self.dim)
+
     def finish(self) -> Path:
         """Pack the journal into the store (under a temporary name), mark it complete, rename it into place."""
         if self.complete:
@@ -198,7 +209,7 @@ class StoreWriter:
         lengths = np.zeros(n, np.int32)
         tmp = tmp_path(self.path)
         remove_path(tmp)
-        shape = (self._frames, self.dim) if self.modality == "audio" else (n, self.positions, self.dim)
+        shape = ((self._frames,) if self.modality == "audio" else (n,)) + self.row_shape
         skipped_ids = [i for i in self.items.ids if i in self._skipped]  # plan order: independent of call order
         skipped = SkippedTable(np.array(skipped_ids, dtype=str),
                                np.array([self._skipped[i][0] for i in skipped_ids], dtype=str),

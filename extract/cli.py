@@ -50,6 +50,22 @@ def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modalit
     return [("audio", lang) for lang in langs]
 
 
+def parse_layers(values: list[str]) -> list[int] | str | None:
+    """`--layers` values: `all`, or numbers and ranges (`0 6 12`, `0-12`, `0..12`); None when not given."""
+    if not values:
+        return None
+    if [v.lower() for v in values] == ["all"]:
+        return "all"
+    chosen: list[int] = []
+    for value in values:
+        match = re.fullmatch(r"(\d+)(?:(?:-|\.\.)(\d+))?", value.strip())
+        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise click.UsageError(f"--layers {value!r}: give `all`, layer numbers or ranges low-high "
+                                   "(e.g. --layers 0 6 12, --layers 0-12)")
+        chosen += list(range(int(match[1]), int(match[2] if match[2] is not None else match[1]) + 1))
+    return chosen
+
+
 @click.command(cls=Command, context_settings={**CONTEXT_SETTINGS, "show_default": True})
 @click.option("--lang", "langs", multiple=True, metavar="LANG",
               help="Extract the audio of these languages (several allowed: --lang en fr, --lang en,fr).")
@@ -66,6 +82,10 @@ def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modalit
 @click.option("--image-encoder", default=DEFAULT_IMAGE_ENCODER, help="Image encoder when --encoder is not given (e.g. with --all).")
 @click.option("--layer", type=int, default=None,
               help="Hidden state to store (0 = input embeddings; default: the final output). Not with --all.")
+@click.option("--layers", "layers", multiple=True, metavar="all|N...",
+              help="Store several hidden states in one store, along a layer axis (audio, Hugging Face encoders): "
+                   "`all` (every hidden state, 0 = input embeddings) or numbers (`--layers 0 6 12`, `0-12`); "
+                   "for learned weighted sums and layer sweeps (train-heads --audio-layer). Not with --layer.")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "zarr"]), default=None,
               help="Store backend. [default: hdf5, or the suffix of --out]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -90,8 +110,8 @@ def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modalit
                    "refusing.")
 @verbosity_options
 @user_errors
-def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, image_encoder, layer, fmt, out, device,
-                     precision, batch_size, shard, skip_bad, force, progress) -> None:
+def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, image_encoder, layer, layers, fmt, out,
+                     device, precision, batch_size, shard, skip_bad, force, progress) -> None:
     """Run frozen encoders once over a corpus and write float16 feature stores.
 
     \b
@@ -112,6 +132,11 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
         raise click.UsageError("with --all choose encoders with --audio-encoder / --image-encoder")
     if do_all and layer is not None:
         raise click.UsageError("--layer applies to one encoder: extract audio and images separately to use it")
+    layer_list = parse_layers(split_values(layers))
+    if layer is not None and layer_list is not None:
+        raise click.UsageError("--layer takes one hidden state and --layers several: give one of them")
+    if layer_list is not None and (do_all or modality == "image"):
+        raise click.UsageError("--layers is for audio stores (image stores hold one layer): use it with --lang")
     root = resolve_corpus(corpus)
     loaded = load_corpus(root, check_media=not skip_bad)
     jobs = plan_jobs(loaded.languages, tuple(split_values(langs)), modality, do_all)
@@ -122,7 +147,8 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
     for job_modality, lang in jobs:
         name = encoder or (audio_encoder if job_modality == "audio" else image_encoder)
         if name not in encoders:
-            encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device, precision=precision)
+            encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device, precision=precision,
+                                          layers=layer_list)
         path = extract_store(loaded, job_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
                              shard=shard, skip_bad=skip_bad, force=force, progress=progress)
         click.echo(str(path))

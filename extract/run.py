@@ -128,6 +128,7 @@ def provenance_for(
         encoder=encoder.name,
         encoder_fingerprint=encoder.fingerprint,
         layer=encoder.layer,
+        layers=encoder.layers,
         dim=encoder.dim,
         modality=modality,
         lang=lang if modality == "audio" else None,
@@ -151,7 +152,7 @@ def resolve_out_path(
             raise ExtractionError(f"--format {fmt} contradicts the store path {out} ({suffix_format})")
         return out
     return store_path(out, modality, encoder.name, lang if modality == "audio" else None, encoder.layer,
-                      fmt or "hdf5", shard)
+                      fmt or "hdf5", shard, layers=encoder.layers)
 
 
 def reader_for(modality: str, encoder: Encoder) -> Callable[[Item], Any]:
@@ -195,7 +196,7 @@ def encoder_failure(item: Item, encoder: Encoder, error: Exception) -> MediaErro
 def bad_features(item: Item, features: np.ndarray) -> MediaError | None:
     """Features the store cannot hold faithfully make the item bad: no frames, NaN/Inf, or beyond float16's ±65504."""
     features = np.asarray(features)
-    if features.ndim != 2 or features.shape[0] == 0:
+    if features.ndim not in (2, 3) or features.shape[0] == 0:  # (T, D), or (T, L, D) with a layer axis
         return MediaError(item.id, item.path, f"encoder produced no frames (features of shape {features.shape})",
                           "check the item's segment, or rerun with --skip-bad to leave it out")
     if not np.isfinite(features).all():

@@ -75,7 +75,7 @@ def write_synthetic_store(path: str | Path, modality: str, items: ItemTable | Se
         features = synthetic_features(len(items), modality, dim, rng, positions)
     if len(features) != len(items):
         raise ValueError(f"{len(features)} feature arrays for {len(items)} items")
-    dim = int(np.asarray(features[0]).shape[1]) if len(features) else dim
+    dim = int(np.asarray(features[0]).shape[-1]) if len(features) else dim
     positions = int(np.asarray(features[0]).shape[0]) if modality == "image" and len(features) else positions
     prov = provenance or synthetic_provenance(modality, dim, lang=lang,
                                               positions=positions if modality == "image" else None, **provenance_kw)

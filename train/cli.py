@@ -17,6 +17,7 @@ from cache.clitools import Command, split_values, user_errors, verbosity_options
 from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device  # noqa: E402
 from train.model import LOGIT_MODES  # noqa: E402
 from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
+from train.layers import parse_audio_layers  # noqa: E402
 from train.loop import choose_precision  # noqa: E402
 from train.runs import RunConfigError, RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
@@ -62,6 +63,11 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               help="Seeds: ranges and lists, e.g. `0-4`, `0 1 2`, `0,3`.")
 @click.option("--widths", "--width", "widths", default=("256",), multiple=True, show_default=True, metavar="W...",
               help="Width W = embedding size E (multiples of 64; the paper: 128 256 512).")
+@click.option("--audio-layer", "audio_layers", multiple=True, metavar="N|weighted|A..B",
+              help="Encoder layer to train on, for audio stores of several layers (extract-features --layers): a "
+              "hidden state N, `weighted` (a learned softmax-weighted sum of all stored layers, SUPERB style; its "
+              "weights go to layer_weights.json), or several to sweep (`0..12`, `0 3 6 weighted`). Needed with "
+              "such stores; not with stores of one layer [default: the store's only layer].")
 @click.option("--corpus", default="demo", show_default=True, help="Corpus whose cache holds the stores.")
 @click.option("--cache", "cache_folder", type=click.Path(file_okay=False, path_type=Path),
               help="Cache folder to find stores in [default: $VGSME_HOME/cache/<corpus>].")
@@ -133,7 +139,7 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
-                save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores) -> None:
+                save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores, audio_layers) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -163,7 +169,7 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                       equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
                                                 split_values(fractions), split_values(vocab_sizes)),
-                      save_epochs=save_epochs)
+                      save_epochs=save_epochs, audio_layers=parse_audio_layers(split_values(audio_layers)))
     runs_root = out or layout.runs_dir(study)
     if sweep_file is not None:
         sweep_file.save_copy(runs_root, force, ctx.command)

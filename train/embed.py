@@ -12,14 +12,16 @@ from train.model import TwoTower
 
 @torch.no_grad()
 def embed_store(model: TwoTower, store_or_mem, indices, device: str = "cpu", batch_size: int = 256,
-                precision: str = "auto") -> np.ndarray:
+                precision: str = "auto", layer: int | None = None) -> np.ndarray:
     """(N, E) float32 L2-normalised embeddings of items `indices` of a store, in the order given.
 
     `store_or_mem` is a `cache.FeatureStore` (read from disk batch by batch; nothing else is loaded) or an
     `InMemoryFeatures` from `store.load()`. The model runs in eval mode (no dropout) under `precision`
     (`auto`: the device's fastest native precision, `cache.hardware.resolve_precision`; pass `fp32` for
     embeddings that do not depend on the machine's low-precision kernels). Audio is batched in length order
-    to cut padding; the output keeps the order of `indices`.
+    to cut padding; the output keeps the order of `indices`. `layer`: the hidden state read from a store
+    with a layer axis (the run's `RunFolder.audio_read_layer`: what it trained on; None reads every layer,
+    for a model with layer weights). An `InMemoryFeatures` already holds what was loaded.
     """
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     from_disk = hasattr(store_or_mem, "read")
@@ -36,7 +38,7 @@ def embed_store(model: TwoTower, store_or_mem, indices, device: str = "cpu", bat
         for start in range(0, len(idx), batch_size):
             batch = idx[order[start: start + batch_size]]
             if from_disk:
-                x, lens = store_or_mem.read(batch)
+                x, lens = store_or_mem.read(batch, layer=layer) if modality == "audio" else store_or_mem.read(batch)
                 x = torch.from_numpy(x).to(device)
                 pad = (None if modality == "image" else
                        torch.arange(x.shape[1], device=device)[None, :] >= torch.from_numpy(lens).to(device)[:, None])

@@ -33,11 +33,13 @@ from cache.memory import InMemoryFeatures
 from train.loss import correct_choices, episode_logits, episode_loss, familiar_test_accuracy
 from train.model import TwoTower
 from train.reference import REFERENCE_PRECISION, occurrence_embeddings
+from train.layers import check_audio_layer, load_layer
 from train.runs import RunConfig, RunConfigError, RunFolder, TrainingDiverged, code_revision
 from train.sampler import EpisodeSampler, Episodes, concept_codes
 from train.schedule import make_optimizer, make_schedule, set_lr
 
 log = logging.getLogger(__name__)
+LAYER_LOGITS = "audio_layer_weights.logits"  # the state-dict key of train.model.LayerWeights' logits
 
 
 class LoadedStores:
@@ -55,12 +57,13 @@ class LoadedStores:
             self._stores[key] = cache.open_store([Path(p) for p in paths])
         return self._stores[key]
 
-    def memory(self, paths: list[str], precision: str) -> InMemoryFeatures:
-        """Its features in RAM (CPU runs) or in GPU memory (CUDA runs), loaded once per `resident_dtype`."""
+    def memory(self, paths: list[str], precision: str, layer: int | None = None) -> InMemoryFeatures:
+        """Its features in RAM (CPU runs) or in GPU memory (CUDA runs), loaded once per `resident_dtype` and
+        layer (`layer`: one hidden state of a layer axis, alone in memory; None: all stored layers)."""
         dtype = resident_dtype(precision)
-        key = (tuple(str(p) for p in paths), dtype)
+        key = (tuple(str(p) for p in paths), dtype, layer)
         if key not in self._memory:
-            self._memory[key] = self.store(paths).load(device=self.device, dtype=dtype)
+            self._memory[key] = self.store(paths).load(device=self.device, dtype=dtype, layer=layer)
         return self._memory[key]
 
 
@@ -86,7 +89,8 @@ class AudioPool:
         self.lengths = torch.from_numpy(np.concatenate(lengths).astype(np.int64))
 
     def gather(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T_max, D) features and (B, T_max) padding mask of pooled-audio indices `items` (CPU)."""
+        """(B, T_max, D) features ((B, T_max, L, D) with every layer of a layer axis) and (B, T_max) padding
+        mask of pooled-audio indices `items` (CPU)."""
         if len(self.mems) == 1:
             return self.mems[0].gather(items)
         store = np.searchsorted(self.starts, items.numpy(), side="right") - 1
@@ -96,7 +100,7 @@ class AudioPool:
         for rows, k in parts:
             xk, pk = self.mems[k].gather(items[rows] - int(self.starts[k]))
             if x is None:
-                x = xk.new_zeros((len(items), t_max, xk.shape[-1]))
+                x = xk.new_zeros((len(items), t_max) + tuple(xk.shape[2:]))
                 pad = pk.new_ones((len(items), t_max))
             rows_t = torch.from_numpy(rows).to(xk.device)
             x[rows_t, : xk.shape[1]] = xk
@@ -115,7 +119,10 @@ class TrainingData:
 
 def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
     """Load the stores and build the train and validation samplers over familiar concepts only."""
-    audio = [(stores.store(paths), stores.memory(paths, config.precision)) for paths in config.audio_stores]
+    for paths in config.audio_stores:
+        check_audio_layer(config.audio_layer, stores.store(paths), ",".join(paths))
+    audio = [(stores.store(paths), stores.memory(paths, config.precision, load_layer(config.audio_layer)))
+             for paths in config.audio_stores]
     image_store = stores.store(config.image_store)
     image_mem = stores.memory(config.image_store, config.precision)
     for (store, _), lang, paths in zip(audio, config.langs, config.audio_stores):
@@ -125,11 +132,12 @@ def prepare_data(config: RunConfig, stores: LoadedStores) -> TrainingData:
         raise ValueError(f"{config.image_store[0]} is not a {config.image_dim}-d image store")
     if len({store.dim for store, _ in audio}) != 1:
         raise ValueError("the audio stores of a run must share one encoder: their dims differ")
-    encoders = {",".join(paths): (s.provenance.encoder, s.provenance.encoder_fingerprint, s.provenance.layer)
-                for (s, _), paths in zip(audio, config.audio_stores)}
+    encoders = {",".join(paths): (s.provenance.encoder, s.provenance.encoder_fingerprint, s.provenance.layer,
+                                  s.provenance.layers) for (s, _), paths in zip(audio, config.audio_stores)}
     if len(set(encoders.values())) > 1:
         listing = "; ".join(f"{key}: encoder {e!r}, weights {fp!r}, layer {layer}"
-                            for key, (e, fp, layer) in encoders.items())
+                            + (f", layers {list(layers)}" if layers is not None else "")
+                            for key, (e, fp, layer, layers) in encoders.items())
         raise RunConfigError(f"the audio stores of a run must come from one encoder (same weights, same layer): "
                              f"{listing}. Extract them again with one encoder, or pick one with --audio-encoder")
 
@@ -286,7 +294,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
     # model, optimiser, randomness
     torch.manual_seed(config.seed)
     model = TwoTower(config.audio_dim, config.image_dim, config.width, config.logit_mode,
-                     dropout=config.dropout).to(device)
+                     dropout=config.dropout, audio_layers=config.weighted_layers).to(device)
     optimizer = make_optimizer(model, config.weight_decay)
     scaler = torch.amp.GradScaler(device_type, enabled=config.precision == "fp16" and device_type == "cuda")
     rng = np.random.default_rng(config.seed)
@@ -380,6 +388,8 @@ def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best:
     save_weights(folder.checkpoint_path("best"), best["weights"])
     if save_epochs:
         save_weights(folder.epoch_checkpoint_path(len(metrics)), model.state_dict())
+    if LAYER_LOGITS in best["weights"]:  # --audio-layer weighted: the best checkpoint's mix, readable as is
+        folder.write_layer_weights(best["epoch"], best["weights"][LAYER_LOGITS].float().softmax(-1).tolist())
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:

@@ -81,6 +81,33 @@ class PoolingHead(nn.Module):
         return F.normalize(self.out(self.norm(cls_block(self.layer, h, pad))).float(), dim=-1)
 
 
+class LayerWeights(nn.Module):
+    """A learned softmax-weighted sum over the layer axis: (B, T, L, D) → (B, T, D).
+
+    The SUPERB / s3prl convention for frozen speech encoders: one learnable logit per stored layer,
+    initialised to zero (a uniform average at the start), mixed by their softmax before the pooling head.
+    The logits are part of the model's state dict, so they are saved in every checkpoint.
+    """
+
+    def __init__(self, layers: int):
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"a weighted sum of layers needs two layers or more, not {layers}")
+        self.logits = nn.Parameter(torch.zeros(layers))
+
+    def weights(self) -> torch.Tensor:
+        """The mixing weights (L,), summing to 1."""
+        return self.logits.float().softmax(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[2] != len(self.logits):
+            raise ValueError(f"layer weights for {len(self.logits)} layers got features of shape {tuple(x.shape)}, "
+                             f"expected (B, T, {len(self.logits)}, D)")
+        if not torch.is_autocast_enabled(x.device.type):  # float16 features read from disk: mix in fp32
+            x = x.to(self.logits.dtype)
+        return torch.einsum("btld,l->btd", x, self.weights().to(x.dtype))
+
+
 class TwoTower(nn.Module):
     """Audio head, image head and the logit scale; score(a, i) = logit_scale() · ⟨a, i⟩.
 
@@ -90,7 +117,7 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, audio_dim: int, image_dim: int, width: int = 256, logit_mode: str = "fixed100",
-                 embed_dim: int | None = None, dropout: float = 0.1):
+                 embed_dim: int | None = None, dropout: float = 0.1, audio_layers: int = 0):
         super().__init__()
         if logit_mode not in LOGIT_MODES:
             raise ValueError(f"logit mode {logit_mode!r} is not one of {LOGIT_MODES}")
@@ -98,8 +125,14 @@ class TwoTower(nn.Module):
         self.audio = PoolingHead(audio_dim, width, embed_dim, dropout)
         self.image = PoolingHead(image_dim, width, embed_dim, dropout)
         self.log_scale = nn.Parameter(torch.tensor(math.log(LOGIT_SCALE_INIT)), requires_grad=logit_mode == "cap")
+        # made last, and only for `--audio-layer weighted` (audio_layers = L): every other parameter starts as
+        # it does in a model of one layer, and such a model's state dict is unchanged
+        self.audio_layer_weights = LayerWeights(audio_layers) if audio_layers else None
 
     def embed_audio(self, x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, D), or (B, T, L, D) for a model with layer weights."""
+        if self.audio_layer_weights is not None:
+            x = self.audio_layer_weights(x)
         return self.audio(x, pad)
 
     def embed_image(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,8 +153,9 @@ class TwoTower(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict) -> "TwoTower":
+        weighted = config.get("audio_layer") == "weighted"
         return cls(config["audio_dim"], config["image_dim"], config["width"], config["logit_mode"],
-                   config.get("embed_dim"))
+                   config.get("embed_dim"), audio_layers=len(config.get("audio_store_layers") or ()) if weighted else 0)
 
     @classmethod
     def from_run(cls, path: str | Path, checkpoint: str = "best") -> "TwoTower":

@@ -27,6 +27,7 @@ from cache.atomic import atomic_write, make_dirs, write_json
 from cache.hashing import sha256_file
 from cache.layout import vgsme_home
 from train.exposure import Exposure
+from train.layers import WEIGHTED, AudioLayer, AudioLayerError, layer_suffix, load_layer
 from train.model import TwoTower
 from train.schedule import LR_MAX, LR_MIN, WARMUP_FRACTION, WEIGHT_DECAY
 
@@ -92,12 +93,33 @@ class RunConfig:
     exclude_concepts: list[str] = field(default_factory=list)  # in no training or validation set
     exposure: Exposure = field(default_factory=Exposure)  # language shares, budget, onset, data, vocabulary
     save_epochs: bool = False  # also keep the weights of every epoch (epochs/epoch-NNN.safetensors)
+    # train.layers: the encoder layer trained on: a hidden state of the audio stores' layer axis, "weighted"
+    # (a learned softmax-weighted sum of all of them), or None (stores of one layer)
+    audio_layer: AudioLayer = None
+    audio_store_layers: list[int] | None = None  # the audio stores' layer axis (None: one layer)
 
     def __post_init__(self) -> None:
         self.exclude_concepts = sorted(set(self.exclude_concepts))
         if isinstance(self.exposure, dict):
             self.exposure = Exposure.from_dict(self.exposure)
         self.exposure.check_run(self.langs, self.epochs)
+        if self.audio_store_layers is not None:
+            self.audio_store_layers = [int(v) for v in self.audio_store_layers]
+        if self.audio_layer == WEIGHTED:
+            if not self.audio_store_layers:
+                raise AudioLayerError(f"--audio-layer {WEIGHTED} needs audio stores with a layer axis "
+                                      "(extract-features --layers all)")
+            if self.reference:
+                raise AudioLayerError(f"--reference replays the authors' model, which has no layer weights: "
+                                      f"drop --reference or --audio-layer {WEIGHTED}")
+        elif self.audio_layer is not None and (isinstance(self.audio_layer, bool) or not isinstance(self.audio_layer, int)
+                                               or self.audio_layer < 0):
+            raise AudioLayerError(f"audio_layer {self.audio_layer!r}: a hidden-state number, {WEIGHTED!r} or None")
+
+    @property
+    def weighted_layers(self) -> int:
+        """How many layers the model's learned weighted sum mixes (0: it reads one layer)."""
+        return len(self.audio_store_layers or ()) if self.audio_layer == WEIGHTED else 0
 
     @property
     def repeats(self) -> int:
@@ -105,8 +127,8 @@ class RunConfig:
         return 2 if self.equal_steps and len(self.langs) == 1 else 1
 
     def folder_name(self) -> str:
-        return (f"{'+'.join(self.langs)}-w{self.width}-s{self.seed}" + ("-eq" if self.equal_steps else "")
-                + self.exposure.suffix())
+        return (f"{'+'.join(self.langs)}-w{self.width}-s{self.seed}" + layer_suffix(self.audio_layer)
+                + ("-eq" if self.equal_steps else "") + self.exposure.suffix())
 
     def identity(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RERUN_FREE_FIELDS}
@@ -280,8 +302,27 @@ class RunFolder:
     @property
     def train_langs(self) -> str:
         """The training language set as Table 1 groups it: `en+fr`; the equal-steps control adds `-eq`, an
-        exposure condition its suffix (`en+fr-r75`), so runs of different conditions are never pooled."""
-        return "+".join(self.langs) + ("-eq" if self.equal_steps else "") + self.exposure.suffix()
+        exposure condition its suffix (`en+fr-r75`), a chosen encoder layer its own (`en-L7`, `en-Lw`), so
+        runs of different conditions are never pooled."""
+        return ("+".join(self.langs) + layer_suffix(self.audio_layer) + ("-eq" if self.equal_steps else "")
+                + self.exposure.suffix())
+
+    @property
+    def audio_layer(self) -> AudioLayer:
+        """The encoder layer trained on (`train.layers`): a hidden-state number, "weighted", or None."""
+        return self.config.get("audio_layer")
+
+    @property
+    def audio_store_layers(self) -> tuple[int, ...] | None:
+        """The layer axis of the audio stores the run trained on (None: stores of one layer)."""
+        layers = self.config.get("audio_store_layers")
+        return None if layers is None else tuple(int(v) for v in layers)
+
+    @property
+    def audio_read_layer(self) -> int | None:
+        """The `layer=` to read or load the run's audio stores with, so that analyses feed the model what
+        training fed it (`train.layers.load_layer`)."""
+        return load_layer(self.audio_layer)
 
     @property
     def audio_stores(self) -> dict[str, tuple[Path, ...]]:
@@ -413,6 +454,33 @@ class RunFolder:
         model.load_state_dict(load_file(weights))
         return model.to(device).eval()
 
+    # ------------------------------------------------------------------ layer weights
+    @property
+    def layer_weights_path(self) -> Path:
+        return self.path / "layer_weights.json"
+
+    def write_layer_weights(self, epoch: int, weights: list[float]) -> Path:
+        """layer_weights.json: the softmax weights of the best checkpoint's layer sum (`--audio-layer
+        weighted`), per stored layer, and the epoch they come from."""
+        layers = list(self.audio_store_layers or ())
+        if len(layers) != len(weights):
+            raise RunFolderError(f"{len(weights)} layer weights for the {len(layers)} stored layers {layers}")
+        return write_json(self.layer_weights_path, {"checkpoint": "best", "epoch": int(epoch), "layers": layers,
+                                                    "weights": [float(w) for w in weights]})
+
+    def layer_weights(self) -> dict | None:
+        """{"layers": [...], "weights": [...], "epoch": N} of a weighted-sum run; None for other runs."""
+        if self.audio_layer != WEIGHTED:
+            return None
+        if not self.layer_weights_path.exists():
+            raise RunFolderError(f"{self.layer_weights_path} does not exist: the run has not finished an epoch "
+                                 "(rerun train-heads to resume it)")
+        try:
+            return json.loads(self.layer_weights_path.read_text())
+        except json.JSONDecodeError as error:
+            raise RunFolderError(f"{self.layer_weights_path} is malformed ({error}); rerun train-heads to rewrite "
+                                 "it from state.pt") from None
+
     # ------------------------------------------------------------------ provenance
     @property
     def analysis_dir(self) -> Path:
@@ -504,8 +572,11 @@ def parse_seeds(text: str) -> list[int]:
 
 def plan_runs(lang_sets: list[list[str]], widths: list[int], seeds: list[int], audio_stores: dict[str, list[str]],
               image_store: list[str], audio_dim: int, image_dim: int, exposures: list[Exposure] | None = None,
-              **options) -> list[RunConfig]:
-    """One `RunConfig` per (language set, exposure, width, seed), in that order; `options` are RunConfig fields."""
+              audio_layers: list[AudioLayer] | None = None, **options) -> list[RunConfig]:
+    """One `RunConfig` per (language set, exposure, audio layer, width, seed), in that order; `options` are
+    RunConfig fields."""
     return [RunConfig(langs=list(langs), audio_stores=[audio_stores[lang] for lang in langs], image_store=image_store,
-                      audio_dim=audio_dim, image_dim=image_dim, width=width, seed=seed, exposure=exposure, **options)
-            for langs in lang_sets for exposure in exposures or [Exposure()] for width in widths for seed in seeds]
+                      audio_dim=audio_dim, image_dim=image_dim, width=width, seed=seed, exposure=exposure,
+                      audio_layer=layer, **options)
+            for langs in lang_sets for exposure in exposures or [Exposure()] for layer in audio_layers or [None]
+            for width in widths for seed in seeds]

@@ -15,6 +15,7 @@ from typing import Callable
 
 from cache import layout
 from cache.hardware import resolve_device
+from train.layers import AudioLayer, check_audio_layer
 from train.loop import LoadedStores, train_sweep
 from train.model import TwoTower
 from train.runs import (RunConfig, RunConfigError, RunFolder, RunFolderError, StaleStoreError, parse_seeds,
@@ -63,7 +64,8 @@ class SweepPlan:
     def parameter_counts(self) -> dict[int, int]:
         """Parameters of the model of each width, in the order the widths were asked."""
         first = self.runs[0]
-        return {width: TwoTower(first.audio_dim, first.image_dim, width).parameter_count()
+        return {width: TwoTower(first.audio_dim, first.image_dim, width,
+                                audio_layers=first.weighted_layers).parameter_count()
                 for width in dict.fromkeys(run.width for run in self.runs)}
 
     def train(self, runs_root: Path, name: str | None = None, force: bool = False, progress: bool = True,
@@ -121,16 +123,30 @@ def parse_audio_store_options(options: list[str], langs: set[str]) -> dict[str, 
     return explicit
 
 
+def find_audio_store(cache_folder: Path, lang: str, encoder: str | None, layered: bool) -> list[str]:
+    """The audio store of `lang` in the cache: with `layered` (an `--audio-layer` was given) a store with a
+    layer axis is preferred, else a store of one layer; when the cache has only the other kind, that one
+    (whose layers `check_audio_layer` then checks)."""
+    try:
+        found = layout.find_stores(cache_folder, "audio", lang, encoder=encoder, layered=layered)
+    except layout.StoreNotFound:
+        found = layout.find_stores(cache_folder, "audio", lang, encoder=encoder)
+    return [str(p) for p in found]
+
+
 def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[str], cache_folder: Path,
                audio_store_options: list[str], image_store: list[str], audio_encoder: str | None,
-               image_encoder: str | None, device: str, **options) -> SweepPlan:
+               image_encoder: str | None, device: str, audio_layers: list[AudioLayer] | None = None,
+               **options) -> SweepPlan:
     """The runs of the options (one per language set × width × seed) and their opened stores.
 
     Stores come from `--audio-store` / `--image-store` when given, else from `cache_folder` (one per
     language and the image store; `audio_encoder` / `image_encoder` pick one when it holds several).
     `options` are the other `RunConfig` fields (epochs, lr_max, exclude_concepts, ...) and `exposures`
     (`train.exposure.sweep_exposures`: the runs are their product with language sets, widths and seeds).
+    `audio_layers` (`train.layers.parse_audio_layers`) sweep too; each is checked against every audio store.
     """
+    audio_layers = audio_layers or [None]
     lang_sets = language_sets(langs, configs)
     seed_list = parse_seeds(",".join(seeds))
     try:
@@ -143,8 +159,8 @@ def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[st
                              "(the heads have width/64 attention heads; the paper: 128 256 512)")
     all_langs = {lang for s in lang_sets for lang in s}
     explicit = parse_audio_store_options(audio_store_options, all_langs)
-    audio_stores = {lang: explicit.get(lang) or [str(p) for p in layout.find_stores(cache_folder, "audio", lang,
-                                                                                     encoder=audio_encoder)]
+    layered = any(layer is not None for layer in audio_layers)
+    audio_stores = {lang: explicit.get(lang) or find_audio_store(cache_folder, lang, audio_encoder, layered)
                     for lang in sorted(all_langs)}
     image_paths = image_store or [str(p) for p in layout.find_stores(cache_folder, "image", encoder=image_encoder)]
     stores = LoadedStores(device)
@@ -152,12 +168,22 @@ def plan_sweep(langs: list[str], configs: list[str], seeds: str, widths: list[st
     if len(set(audio_dims.values())) > 1:
         raise RunConfigError(f"the audio stores have different dims {audio_dims}: pick one encoder with "
                              "--audio-encoder")
+    store_layers = {lang: stores.store(paths).layers for lang, paths in audio_stores.items()}
+    if len(set(store_layers.values())) > 1:
+        raise RunConfigError(f"the audio stores hold different layers "
+                             f"{ {lang: None if v is None else list(v) for lang, v in store_layers.items()} }: "
+                             "extract every language with the same --layers")
+    for layer in audio_layers:
+        for paths in audio_stores.values():
+            check_audio_layer(layer, stores.store(paths), ",".join(paths))
+    layers_held = next(iter(store_layers.values()))
     images = stores.store(image_paths).items
     familiar = set(images.concept[(images.kind == "familiar") & (images.split == "train")].tolist())
     for exposure in options.get("exposures") or []:
         exposure.check_vocabulary(len(familiar - set(options.get("exclude_concepts") or [])))
     runs = plan_runs(lang_sets, width_list, seed_list, audio_stores, image_paths, audio_dims.popitem()[1],
-                     stores.store(image_paths).dim, device=device, **options)
+                     stores.store(image_paths).dim, device=device, audio_layers=audio_layers,
+                     audio_store_layers=None if layers_held is None else list(layers_held), **options)
     return SweepPlan(runs, stores)
 
 

@@ -21,6 +21,7 @@ from analyse.exclusion import describe, study_exclusion
 from analyse.study import first_seed_runs
 from analyse.table import DISPLAY_HEADER, display_rows, excluded_note
 from cache.atomic import make_dirs, save_figure, write_text
+from cache.layout import layers_tag
 from cache.vocab import KINDS
 
 LANG_NAMES = {"en": "English", "fr": "French", "nl": "Dutch"}
@@ -223,6 +224,35 @@ def section_exposure(out_dir: Path) -> str:
                if figure.exists() else ""))
 
 
+def section_layers(out_dir: Path) -> str:
+    """Familiar and ME per encoder layer (layers.csv, layers.png) and the learned layer weights (layer_weights.png)."""
+    parts = []
+    path = out_dir / "layers.csv"
+    if path.exists():
+        data = pd.read_csv(path, dtype={"layer": str, "train_langs": str, "test_lang": str})
+        header = ["Layer", "Model", "Width", "Test", "Seeds", "Familiar (%)", "ME (%)"]
+        rows = [[r.layer, r.train_langs.upper(), str(r.width), r.test_lang.upper(), str(r.n_seeds),
+                 f"{_fmt(r.familiar_mean)} ± {_fmt(r.familiar_se)}", f"{_fmt(r.me_mean)} ± {_fmt(r.me_se)}"]
+                for r in data.itertuples()]
+        groups = list(zip(data["train_langs"], data["width"], data["test_lang"]))
+        classes = ["group-start" if i and groups[i] != groups[i - 1] else "" for i in range(len(groups))]
+        parts.append(_table(header, rows, numeric={2, 4, 5, 6}, row_classes=classes)
+                     + '<p class="note">Runs trained with <code>train-heads --audio-layer</code>: the audio head read one '
+                       "hidden state of the encoder (0 = its input embeddings) or a learned weighted sum of all stored "
+                       "layers (<em>weighted</em>). Mean ± s.e. over seeds, in percent. File: <code>layers.csv</code>.</p>")
+    figure = out_dir / "layers.png"
+    if figure.exists():
+        parts.append(_figure(figure, "accuracy per layer", "ME (solid) and familiar (dashed) accuracy against the "
+                             "encoder layer, ± s.e. over seeds as bands; a weighted-sum run as a horizontal line; "
+                             "dotted: chance (50 %)."))
+    weights = out_dir / "layer_weights.png"
+    if weights.exists():
+        parts.append(_figure(weights, "learned layer weights", "The softmax weight of each stored layer in the "
+                             "best checkpoint of the --audio-layer weighted runs (mean over seeds, bars: s.d.); "
+                             "dotted: the uniform weights they start from. File: <code>layer_weights.csv</code>."))
+    return "".join(parts)
+
+
 def section_trajectory(out_dir: Path) -> str:
     """Accuracy at every saved epoch (the figure), and each model's untrained (epoch 0) and last-epoch means."""
     data = pd.read_csv(out_dir / "trajectory.csv", dtype={"train_langs": str, "lang": str, "test": str})
@@ -279,7 +309,7 @@ def plot_training_curves(runs, path: Path) -> Path | None:
 def _encoders(config: dict) -> str:
     provs = config.get("provenance", {}) or {}
     names = sorted({f"{p.get('modality')}: {p.get('encoder')}" + (f" L{p['layer']}" if p.get("layer") is not None else "")
-                    for p in provs.values()})
+                    + (f" L{layers_tag(p['layers'])}" if p.get("layers") else "") for p in provs.values()})
     return "; ".join(names) or "–"
 
 
@@ -318,6 +348,8 @@ def write_report(study: str, runs, out_dir: Path) -> Path:
         ("translation", "Implicit translation", section_translation(out_dir)),
         *([("exposure", "Exposure", section_exposure(out_dir))] if (out_dir / "exposure.csv").exists() else []),
         *([("trajectory", "Trajectory", section_trajectory(out_dir))] if (out_dir / "trajectory.csv").exists() else []),
+        *([("layers", "Encoder layers", section_layers(out_dir))]
+          if (out_dir / "layers.csv").exists() or (out_dir / "layer_weights.png").exists() else []),
         ("training", "Training curves", _figure(curves, "training curves", "Per epoch, one line per seed. The tests use each run's checkpoint with the lowest validation loss.")
          if curves else _missing("training metrics", "train-heads")),
         ("provenance", "Runs and provenance", section_provenance(runs)),

@@ -41,7 +41,10 @@ class Encoder(Protocol):
         modality: ``"audio"`` or ``"image"``.
         dim: the feature size D of every frame / position.
         fingerprint: sha256 of the weights (files or state dict), computed once at load time.
-        layer: the hidden state taken (``None`` = the model's final output).
+        layer: the hidden state taken (``None`` = the model's final output, or several layers: ``layers``).
+        layers: ``None``, or the hidden-state indices stored together along a layer axis (0 = the input
+            embeddings, increasing; ``layer`` is then ``None`` and audio ``encode`` returns ``(T, L, D)``
+            arrays, L = ``len(layers)``): what s3prl-style learned weighted sums of layers train on.
         preprocessing: everything done to the input before the forward pass (sample rate, frame rate, image
             size, normalisation, positions, layer), recorded in the store's provenance.
         precision: the resolved precision of the forward pass (bf16|fp16|fp32), recorded in the store's
@@ -55,6 +58,7 @@ class Encoder(Protocol):
     dim: int
     fingerprint: str
     layer: int | None
+    layers: tuple[int, ...] | None
     preprocessing: dict[str, Any]
     precision: str
     min_samples: int
@@ -62,8 +66,8 @@ class Encoder(Protocol):
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
         """Encode one batch.
 
-        Audio: a list of float32 mono 16 kHz waveforms → a list of float32 ``(T_i, D)`` arrays with
-        ``T_i = frames(len(waveform_i))``. Images: a list of RGB PIL images or ``(H, W, 3)`` uint8 arrays → a
+        Audio: a list of float32 mono 16 kHz waveforms → a list of float32 ``(T_i, D)`` arrays (``(T_i, L, D)``
+        when ``layers`` is set) with ``T_i = frames(len(waveform_i))``. Images: a list of RGB PIL images or ``(H, W, 3)`` uint8 arrays → a
         list of float32 ``(P, D)`` arrays (P positions of the final map). Output order = input order.
         """
         ...

@@ -34,6 +34,7 @@ class EfficientNetLite0Encoder:
     modality = "image"
     dim = 1280
     layer = None
+    layers = None  # one output only: load_encoder refuses --layers
     min_samples = 0
 
     def __init__(self, device: str = "auto", layer: int | None = None, precision: str = "auto"):

