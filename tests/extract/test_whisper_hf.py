@@ -43,7 +43,7 @@ def ctranslate2(models_dir):
 
 @pytest.fixture(scope="module")
 def every_layer(models_dir) -> WhisperHFEncoder:
-    return WhisperHFEncoder(models_dir, device="cpu", layers="all")
+    return load_encoder("whisper-base-hf", device="cpu", models_dir=models_dir, layers="all")  # as --layers all
 
 
 def speech_like(lengths=LENGTHS, seed: int = 0) -> list[np.ndarray]:
