@@ -75,7 +75,8 @@ def parse_layers(values: list[str]) -> list[int] | str | None:
 @click.option("--corpus", default="demo",
               help="Corpus name (under $VGSME_HOME/corpora) or path to a corpus folder.")
 @click.option("--encoder", default=None,
-              help=f"Encoder for the chosen modality: a short name ({DEFAULT_AUDIO_ENCODER}, {DEFAULT_IMAGE_ENCODER}; "
+              help=f"Encoder for the chosen modality: a short name ({DEFAULT_AUDIO_ENCODER}, {DEFAULT_IMAGE_ENCODER}, "
+                   "whisper-base-hf (Whisper-base in transformers: hidden layers, GPU); "
                    f"the paper's {PAPER_AUDIO_ENCODER}, {PAPER_IMAGE_ENCODER}), a Hugging Face hub id or a local "
                    f"model folder. Default: {DEFAULT_AUDIO_ENCODER} for audio, {DEFAULT_IMAGE_ENCODER} for images.")
 @click.option("--audio-encoder", default=DEFAULT_AUDIO_ENCODER, help="Audio encoder when --encoder is not given (e.g. with --all).")
@@ -85,6 +86,7 @@ def parse_layers(values: list[str]) -> list[int] | str | None:
 @click.option("--layers", "layers", multiple=True, metavar="all|N...",
               help="Store several hidden states in one store, along a layer axis (audio, Hugging Face encoders): "
                    "`all` (every hidden state, 0 = input embeddings) or numbers (`--layers 0 6 12`, `0-12`); "
+                   "whisper-base-hf has them too; "
                    "for learned weighted sums and layer sweeps (train-heads --audio-layer). Not with --layer.")
 @click.option("--format", "fmt", type=click.Choice(["hdf5", "zarr"]), default=None,
               help="Store backend. [default: hdf5, or the suffix of --out]")
