@@ -23,9 +23,11 @@ from train.runs import RunConfigError, RunFolder  # noqa: E402
 from train.sampler import NEGATIVE_MODES  # noqa: E402
 from train.sweep import SweepPlan, SweepResult, plan_from_run, plan_sweep  # noqa: E402
 from train.sweepfile import SweepFileError, given_on_command_line, read_sweep_file  # noqa: E402
+from train.tensorboard import require_tensorboard  # noqa: E402
 
 # What `--from` may be given with: where the new run goes and how it runs, never what it is.
-FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "quiet", "verbose")
+FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "tensorboard", "quiet",
+                "verbose")
 
 
 def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | None):
@@ -51,7 +53,8 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
               help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
               "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
-              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, -q, -v.")
+              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, --tensorboard, "
+              "-q, -v.")
 @click.option("--allow-changed-stores", is_flag=True,
               help="With --from: retrain on the recorded store paths even if their content changed since (a new "
               "run, not a reproduction); without it such a store is refused.")
@@ -134,12 +137,17 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               "trained (their folders are replaced); with --sweep, also replace a different sweep.yaml.")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
               "core]; 1 is faster when other jobs keep the cores busy.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files into each run folder's "
+              "tensorboard/ (every metrics.csv column, per epoch, written from metrics.csv; view them with "
+              "`tensorboard --logdir <runs folder>`); needs `pip install tensorboard`. Not part of a run's identity: "
+              "a complete run given it gets its files without being retrained.")
 @verbosity_options
 @user_errors
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
-                save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores, audio_layers) -> None:
+                save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores, audio_layers,
+                tensorboard) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
@@ -149,9 +157,12 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
     """
     if threads:
         torch.set_num_threads(threads)
+    if tensorboard:
+        require_tensorboard()  # before any store is opened
     ctx = click.get_current_context()
     if from_run is not None:
         plan, runs_root, name = plan_from_options(ctx, from_run, out, device, allow_changed_stores)
+        plan.runs[0].tensorboard = plan.runs[0].tensorboard or tensorboard
         return train_plan(plan, runs_root, name, force, progress)
     if allow_changed_stores:
         raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
@@ -169,7 +180,8 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
                       equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),
                                                 split_values(fractions), split_values(vocab_sizes)),
-                      save_epochs=save_epochs, audio_layers=parse_audio_layers(split_values(audio_layers)))
+                      save_epochs=save_epochs, audio_layers=parse_audio_layers(split_values(audio_layers)),
+                      tensorboard=tensorboard)
     runs_root = out or layout.runs_dir(study)
     if sweep_file is not None:
         sweep_file.save_copy(runs_root, force, ctx.command)
@@ -217,8 +229,8 @@ def refuse_beside_from(ctx: click.Context) -> None:
     if given:
         names = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in given)
         raise RunConfigError(f"--from retrains the recorded configuration, which {names} would change; beside --from "
-                             "give only --out, --device, --threads, --force, --allow-changed-stores, -q or -v (to "
-                             "train other options, give them without --from)")
+                             "give only --out, --device, --threads, --force, --allow-changed-stores, --tensorboard, "
+                             "-q or -v (to train other options, give them without --from)")
 
 
 def summary(path: Path) -> str:

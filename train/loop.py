@@ -37,6 +37,7 @@ from train.layers import check_audio_layer, load_layer
 from train.runs import RunConfig, RunConfigError, RunFolder, TrainingDiverged, code_revision
 from train.sampler import EpisodeSampler, Episodes, concept_codes
 from train.schedule import make_optimizer, make_schedule, set_lr
+from train.tensorboard import events_wanted, require_tensorboard, write_run_events
 
 log = logging.getLogger(__name__)
 LAYER_LOGITS = "audio_layer_weights.logits"  # the state-dict key of train.model.LayerWeights' logits
@@ -271,9 +272,14 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             if folder.status == "complete":
                 folder.refuse_stale(folder.stale_stores(on_disk), "is complete")
                 log.info("%s is complete; not retrained (use --force to retrain)", run_dir)
+                if events_wanted(folder, config.tensorboard):
+                    write_run_events(folder)  # from metrics.csv: a complete run given --tensorboard gets them
                 return run_dir
             if folder.state_path.exists():
                 folder.refuse_stale(folder.stale_stores(on_disk), "is half-trained (state.pt) and would resume")
+    events = events_wanted(folder, config.tensorboard)  # TensorBoard event files, written from metrics.csv
+    if events:
+        require_tensorboard()  # a missing package is an error before the first epoch, not after it
     device = config.device
     device_type = "cuda" if device.startswith("cuda") else "cpu"
 
@@ -322,7 +328,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
             torch.cuda.set_rng_state(state["cuda_rng"])
         metrics, best = state["metrics"], state["best"]
         log.info("%s: resuming after epoch %d", run_dir, len(metrics))
-        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs, events)
 
     for epoch in range(len(metrics), config.epochs):
         started = time.perf_counter()
@@ -359,7 +365,7 @@ def train_run(config: RunConfig, run_dir: Path, stores: LoadedStores, progress: 
                  "cuda_rng": torch.cuda.get_rng_state() if device_type == "cuda" else None,
                  "metrics": metrics, "best": best}
         atomic_write(state_path, lambda tmp: torch.save(state, tmp))  # the commit point of the epoch
-        write_epoch_files(run_dir, model, metrics, best, config.save_epochs)
+        write_epoch_files(run_dir, model, metrics, best, config.save_epochs, events)
 
     folder.update(status="complete")
     return run_dir
@@ -379,9 +385,10 @@ def diverged(folder: RunFolder, config: RunConfig, where: str, which: str, value
 
 
 def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best: dict,
-                      save_epochs: bool = False) -> None:
-    """metrics.csv and the two checkpoints (and, with `save_epochs`, the last committed epoch's weights), all
-    derived from the committed state (so safe to redo: a run killed before they were written rewrites them)."""
+                      save_epochs: bool = False, events: bool = False) -> None:
+    """metrics.csv and the two checkpoints (and, with `save_epochs`, the last committed epoch's weights; with
+    `events`, the TensorBoard event files of the epochs that lack them), all derived from the committed state
+    (so safe to redo: a run killed before they were written rewrites them)."""
     folder = RunFolder(run_dir)
     folder.write_metrics(metrics)
     save_weights(folder.checkpoint_path("last"), model.state_dict())
@@ -390,6 +397,8 @@ def write_epoch_files(run_dir: Path, model: TwoTower, metrics: list[dict], best:
         save_weights(folder.epoch_checkpoint_path(len(metrics)), model.state_dict())
     if LAYER_LOGITS in best["weights"]:  # --audio-layer weighted: the best checkpoint's mix, readable as is
         folder.write_layer_weights(best["epoch"], best["weights"][LAYER_LOGITS].float().softmax(-1).tolist())
+    if events:
+        write_run_events(folder)
 
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:

@@ -34,7 +34,7 @@ from train.schedule import LR_MAX, LR_MIN, WARMUP_FRACTION, WEIGHT_DECAY
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_familiar_acc", "lr", "logit_scale", "seconds",
                   "val_top1_acc")
 # Fields that may differ between a run folder and a rerun of it (they do not change the numbers on CPU).
-RERUN_FREE_FIELDS = ("device",)
+RERUN_FREE_FIELDS = ("device", "tensorboard")
 STATUSES = ("running", "complete", "failed")
 CHECKPOINTS = ("best", "last")
 REQUIRED_KEYS = ("langs", "width", "seed", "audio_stores", "image_store")
@@ -97,6 +97,7 @@ class RunConfig:
     # (a learned softmax-weighted sum of all of them), or None (stores of one layer)
     audio_layer: AudioLayer = None
     audio_store_layers: list[int] | None = None  # the audio stores' layer axis (None: one layer)
+    tensorboard: bool = False  # also write TensorBoard event files (train.tensorboard): not the run's identity
 
     def __post_init__(self) -> None:
         self.exclude_concepts = sorted(set(self.exclude_concepts))
@@ -401,6 +402,11 @@ class RunFolder:
     @property
     def state_path(self) -> Path:
         return self.path / "state.pt"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard event files, one per epoch, written from metrics.csv (`train.tensorboard`)."""
+        return self.path / "tensorboard"
 
     def checkpoint_path(self, name: str = "best") -> Path:
         if name not in CHECKPOINTS:
