@@ -24,13 +24,14 @@ DEMO_TRAIN_OPTS ?= --width 128 --epochs 20 --logit-mode cap --lr 2e-3
 # trajectories"), under the matched budget (as many anchors per epoch as a monolingual English run).
 DEMO_EXPOSURE_RATIOS ?= 75:25 50:50 25:75
 
-.PHONY: demo demo-exposure test venv system-deps test-system-deps npm-deps bench clean help readme-results
+.PHONY: demo demo-exposure test venv system-deps test-system-deps npm-deps bench gpu-check clean help readme-results
 
 help:
 	@echo "make demo   build the demo corpus, extract features, train, analyse, report"
 	@echo "make demo-exposure  the demo corpus, an EN+FR language-ratio study with learning trajectories"
 	@echo "make test   run the test suite"
 	@echo "make bench  run the speed benchmarks under bench/"
+	@echo "make gpu-check  the GPU check in one call (<= 5 min on one GPU; docs/gpu.md)"
 
 venv: $(VENV)/.installed
 
@@ -81,6 +82,12 @@ test: venv test-system-deps npm-deps
 bench: venv
 	$(BIN)/python bench/cache_read.py
 	$(BIN)/python bench/train_step.py
+
+# The GPU check (docs/gpu.md): CUDA extraction, a bf16 training sweep, bench/train_step.py --device cuda; figures
+# printed with the GPU's name and written to bench/results/. GPU_CHECK_OPTS="--device cpu --smoke" on a CPU.
+GPU_CHECK_OPTS ?=
+gpu-check: venv
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_OPTS)
 
 clean:
 	rm -rf $(VENV) node_modules workspace

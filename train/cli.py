@@ -26,8 +26,7 @@ from train.sweepfile import SweepFileError, given_on_command_line, read_sweep_fi
 from train.tensorboard import require_tensorboard  # noqa: E402
 
 # What `--from` may be given with: where the new run goes and how it runs, never what it is.
-FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "tensorboard", "quiet",
-                "verbose")
+FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "quiet", "verbose")
 
 
 def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | None):
@@ -53,8 +52,7 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
               help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
               "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
-              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, --tensorboard, "
-              "-q, -v.")
+              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, -q, -v.")
 @click.option("--allow-changed-stores", is_flag=True,
               help="With --from: retrain on the recorded store paths even if their content changed since (a new "
               "run, not a reproduction); without it such a store is refused.")
@@ -118,6 +116,10 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--save-epochs", is_flag=True, help="Also keep the weights at initialisation and after every epoch "
               "(epochs/epoch-000.safetensors, epoch-001, ...) to score learning trajectories; never used to "
               "choose the run's checkpoint (best.safetensors stays the lowest validation loss).")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files into each run folder's "
+              "tensorboard/ (every metrics.csv column, per epoch, written from metrics.csv; view them with "
+              "`tensorboard --logdir <runs folder>`); needs `pip install tensorboard`. Not part of a run's identity: "
+              "a complete run given it gets its files without being retrained.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help=f"Autocast precision, fp32 master weights either way: {PRECISION_HELP}. The resolved one is "
               "printed and recorded in config.json.")
@@ -137,10 +139,6 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               "trained (their folders are replaced); with --sweep, also replace a different sweep.yaml.")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
               "core]; 1 is faster when other jobs keep the cores busy.")
-@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard event files into each run folder's "
-              "tensorboard/ (every metrics.csv column, per epoch, written from metrics.csv; view them with "
-              "`tensorboard --logdir <runs folder>`); needs `pip install tensorboard`. Not part of a run's identity: "
-              "a complete run given it gets its files without being retrained.")
 @verbosity_options
 @user_errors
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
@@ -162,7 +160,6 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
     ctx = click.get_current_context()
     if from_run is not None:
         plan, runs_root, name = plan_from_options(ctx, from_run, out, device, allow_changed_stores)
-        plan.runs[0].tensorboard = plan.runs[0].tensorboard or tensorboard
         return train_plan(plan, runs_root, name, force, progress)
     if allow_changed_stores:
         raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
@@ -229,8 +226,8 @@ def refuse_beside_from(ctx: click.Context) -> None:
     if given:
         names = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in given)
         raise RunConfigError(f"--from retrains the recorded configuration, which {names} would change; beside --from "
-                             "give only --out, --device, --threads, --force, --allow-changed-stores, --tensorboard, "
-                             "-q or -v (to train other options, give them without --from)")
+                             "give only --out, --device, --threads, --force, --allow-changed-stores, -q or -v (to "
+                             "train other options, give them without --from)")
 
 
 def summary(path: Path) -> str:
