@@ -101,7 +101,7 @@ SMOKE = Sizes(corpus={"familiar": 2, "novel": 1, "tokens_per_split": {"train": 2
 
 
 class StepSkipped(Exception):
-    """A step (or part of one) that cannot run here, with the reason: recorded, not a failure."""
+    """A step (or its rest) that cannot run here, with the reason: recorded, not a failure."""
 
 
 @dataclass
@@ -126,8 +126,8 @@ class Report:
         try:
             body()
             record["status"] = "ok"
-        except StepSkipped as reason:
-            record.update(status="skipped", reason=str(reason))
+        except StepSkipped as reason:  # "partial" when the step measured something before it had to stop
+            record.update(status="partial" if record["figures"] else "skipped", reason=str(reason))
             print(f"[{self.device_name}] {step}: skipped: {reason}", flush=True)
         except Exception as error:  # noqa: BLE001 - any failure of a step is a result of the check
             record.update(status="failed", error=f"{type(error).__name__}: {error}",
@@ -231,9 +231,10 @@ def extraction(report: Report, device: str, sizes: Sizes, work: Path) -> None:
             report.figure("extraction", f"{set_name}: FAILED: {type(error).__name__}: {error}", encoders=set_name,
                           failed=True)
             continue
+        reference_of = {path.name: path for path in stores["cpu"]}
         for side in [s for s, _, _ in sides if s != "cpu"]:
-            for path, reference in zip(stores[side], stores["cpu"]):
-                rel, worst = relative_difference(path, reference)
+            for path in stores[side]:
+                rel, worst = relative_difference(path, reference_of[path.name])
                 ok = rel <= FP32_TOLERANCE if side == "device fp32" else None
                 verdict = "" if ok is None else (" (ok)" if ok else f" (OVER the {FP32_TOLERANCE:g} tolerance)")
                 report.figure("extraction", f"{set_name} {path.name}: {side} vs cpu: relative difference {rel:.2e}, "
@@ -336,7 +337,8 @@ def training(report: Report, device: str, sizes: Sizes, work: Path, full_run_lim
     configs = ["en", "en+fr"]  # the 90-run sweep's mix: half its configurations monolingual, half bilingual
     runs = len(configs) * len(sizes.sweep_widths)
     wall = train(work / "sweep", "--configs", *configs, "--widths", *map(str, sizes.sweep_widths), "--seeds", "0",
-                 "--epochs", str(sizes.sweep_epochs), "--executor", "processes", "--workers", str(workers))
+                 "--epochs", str(sizes.sweep_epochs), "--executor", "processes", "--workers", str(workers),
+                 "--threads", str(max(1, (os.cpu_count() or 1) // workers)))  # no oversubscribed CPU threads
     run_epochs = runs * sizes.sweep_epochs
     per_hour = 3600 * run_epochs / wall / PAPER_EPOCHS  # 24-epoch runs of this mix per hour
     hours = SWEEP_RUNS / per_hour
