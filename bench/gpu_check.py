@@ -234,7 +234,11 @@ def extraction(report: Report, device: str, sizes: Sizes, work: Path) -> None:
         reference_of = {path.name: path for path in stores["cpu"]}
         for side in [s for s, _, _ in sides if s != "cpu"]:
             for path in stores[side]:
-                rel, worst = relative_difference(path, reference_of[path.name])
+                try:
+                    rel, worst = relative_difference(path, reference_of[path.name])
+                except (KeyError, ValueError) as error:  # another store set, other items or lengths: a finding
+                    failures.append(f"{set_name} {path.name}: {side} cannot be compared with cpu: {error!r}")
+                    continue
                 ok = rel <= FP32_TOLERANCE if side == "device fp32" else None
                 verdict = "" if ok is None else (" (ok)" if ok else f" (OVER the {FP32_TOLERANCE:g} tolerance)")
                 report.figure("extraction", f"{set_name} {path.name}: {side} vs cpu: relative difference {rel:.2e}, "
@@ -286,6 +290,12 @@ def epoch_seconds(run_dir: Path) -> list[float]:
     return [row["seconds"] for row in RunFolder.open(run_dir).metrics]
 
 
+def steps_per_epoch(run_dir: Path) -> int:
+    from train.runs import RunFolder
+
+    return int(RunFolder.open(run_dir).config["steps_per_epoch"])
+
+
 def training(report: Report, device: str, sizes: Sizes, work: Path, full_run_limit: float, workers: int) -> None:
     from train.cli import train_heads
 
@@ -312,7 +322,7 @@ def training(report: Report, device: str, sizes: Sizes, work: Path, full_run_lim
     wall = train(work / "probe", "--langs", "en", "--width", str(sizes.width), "--epochs", str(sizes.probe_epochs))
     probe = epoch_seconds(work / "probe" / f"en-w{sizes.width}-s0")
     per_epoch = statistics.median(probe[1:] or probe)  # the first epoch carries the warm-up
-    steps = -(-sizes.train_items // sizes.batch)
+    steps = steps_per_epoch(work / "probe" / f"en-w{sizes.width}-s0")
     report.figure("training", f"probe: English W={sizes.width}, {sizes.probe_epochs} epochs of {steps} steps: "
                   f"{per_epoch:.2f} s per epoch ({1000 * per_epoch / steps:.1f} ms per step incl. validation), "
                   f"{wall:.1f} s wall with loading", epoch_seconds=probe, seconds_per_epoch=per_epoch,
@@ -385,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="work in DIR and keep it (corpus, models, stores, runs) instead of a temporary folder")
     args = parser.parse_args(argv)
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.exit(2, f"gpu_check: --keep {args.keep} is not empty: give a new folder (in a used one the stores "
+                    "and runs would be found complete, and nothing would be timed)\n")
     try:
         device = resolve_device(args.device)
     except ValueError as error:
