@@ -46,8 +46,10 @@ def require_tensorboard() -> None:
         for module in ("tensorboard.summary.writer.record_writer", "torch.utils.tensorboard.summary"):
             importlib.import_module(module)
     except ImportError:
-        raise TensorBoardMissing(f"--tensorboard writes TensorBoard event files, which needs the tensorboard "
-                                 f"package: {INSTALL_HINT}; or train without --tensorboard") from None
+        raise TensorBoardMissing(f"TensorBoard event files (--tensorboard, or a run folder that already has a "
+                                 f"tensorboard/ folder) need the tensorboard package: {INSTALL_HINT}; or train "
+                                 f"without --tensorboard (and delete a run's tensorboard/ folder to stop keeping "
+                                 f"its event files)") from None
 
 
 def events_wanted(folder: RunFolder, asked: bool) -> bool:

@@ -73,7 +73,8 @@ def test_interrupted_run_resumes_with_each_epoch_once_for_a_live_reader_too(tiny
     assert_events_match(read_events(run.tensorboard_dir, live), run.metrics[:2])
 
     monkeypatch.setattr(train.loop, "write_run_events", real_write)
-    train_run(config, run_dir, LoadedStores("cpu"), progress=False)
+    # rerun even without the flag: a folder that has event files keeps them in step (same run: it resumes)
+    train_run(tiny_config(tiny_cache, ("en",), epochs=4), run_dir, LoadedStores("cpu"), progress=False)
     metrics = RunFolder.open(run_dir).metrics
     assert len(metrics) == 4
     assert_events_match(read_events(run.tensorboard_dir), metrics)  # a fresh reader
