@@ -7,8 +7,10 @@ its own, whose provenance names the job, the job count and the batch size). When
 the lead feeds the parts' features, batch by batch in grid order, into the ordinary ``StoreWriter`` of
 the final store, skips what the jobs skipped, and ``finish`` packs exactly what a local run packs.
 
-Encoder outputs depend on the torch thread count (docs/extraction.md, "Extraction across jobs"), so every
-job runs with the lead's count. The lead also loads the encoder once, to name and describe the store; a
+Encoder outputs depend on the thread counts (docs/extraction.md, "Extraction across jobs"): torch's, and
+for whisper-base the MKL inside CTranslate2, which reads ``MKL_NUM_THREADS`` when it starts (dask sets it to
+1 in its workers). So every job runs with the lead's torch thread count and the lead's thread variables. The
+lead also loads the encoder once, to name and describe the store; a
 worker whose encoder or corpus describes differently (another precision resolved on another machine,
 other weights) is refused before it encodes anything.
 
@@ -18,12 +20,14 @@ picklable top-level ``fn`` on each job (in this process, a process pool, dask, s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -39,6 +43,10 @@ from extract.run import ExtractionError, GridPart, StorePlan, extract_store, gri
 log = logging.getLogger(__name__)
 
 ENCODER_OPTIONS = ("layer", "device", "precision")  # what load_encoder takes besides the name
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read by the math libraries
+# Taken when this module is imported, not when the jobs are planned: a dask LocalCluster sets
+# MKL_NUM_THREADS=1 in the environment of the process that starts it, the lead's own, and keeps it set.
+_LEAD_THREAD_ENV = {name: os.environ.get(name) for name in THREAD_VARIABLES}
 MapJobs = Callable[[Callable[["ExtractionJob"], Path], list["ExtractionJob"]], list[tuple[bool, Any]]]
 
 
@@ -53,7 +61,8 @@ class ExtractionJob:
     """Everything a worker needs to extract one part, in plain picklable values.
 
     ``store`` is the final store's path (its suffix is the final format; parts are always HDF5).
-    ``threads`` is the lead's torch thread count: outputs change with it. ``planned`` is the provenance the
+    ``threads`` and ``thread_env`` (``THREAD_VARIABLES``, None = unset) are the lead's torch thread count and
+    thread variables: outputs change with them. ``planned`` is the provenance the
     lead planned the store with (``Provenance.to_dict``), or None to accept whatever the worker computes.
     ``force`` rebuilds a part made from other inputs; ``extract_across_jobs`` clears the work folder itself
     and sends False, so that a job the executor retries never discards its own progress.
@@ -73,6 +82,7 @@ class ExtractionJob:
     skip_bad: bool
     force: bool
     threads: int
+    thread_env: dict[str, str | None] = dataclasses.field(default_factory=dict)
     planned: dict[str, Any] | None = None
 
     @property
@@ -90,6 +100,35 @@ class ExtractionJob:
         return work_dir(self.store) / f"job-{self.index + 1}-of-{self.count}.error.json"
 
 
+def lead_threads() -> tuple[int, dict[str, str | None]]:
+    """This process's torch thread count and its thread variables as they were on import: what a local run
+    started from the same shell encodes with, so what every job is to run with."""
+    return torch.get_num_threads(), dict(_LEAD_THREAD_ENV)
+
+
+@contextlib.contextmanager
+def threads_of(count: int, env: Mapping[str, str | None]) -> Iterator[None]:
+    """Run with torch's thread count and the thread variables set as given (restored after). The variables
+    count only if set before a library reads them: whisper-base's CTranslate2 (and its MKL) is imported when
+    its encoder loads, inside this block, unless an earlier job in the same worker process loaded it."""
+    saved = torch.get_num_threads(), {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    torch.set_num_threads(count)
+    _set_environment(env)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        _set_environment(saved[1])
+
+
+def _set_environment(env: Mapping[str, str | None]) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def run_extraction_job(job: ExtractionJob) -> Path:
     """Extract one job's part and return its path: a complete part is returned untouched, an interrupted one
     resumes after its last committed batch. Top-level (picklable) so that any executor can run it.
@@ -99,29 +138,27 @@ def run_extraction_job(job: ExtractionJob) -> Path:
     executor makes of the exception.
     """
     remove_path(job.error_record)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(job.threads)  # before the encoder loads: CTranslate2 takes its count at load
     try:
-        corpus = load_corpus(job.corpus_root, check_media=False)  # the lead checked the media
-        encoder = load_encoder(job.encoder, modality=job.modality, layer=job.layer, device=job.device,
-                               precision=job.precision)
-        part = GridPart(job.index, job.count)
-        if job.planned is not None:
-            computed = plan_store(corpus, job.modality, job.lang, encoder, job.store, batch_size=job.batch_size)
-            differences = Provenance.from_dict(job.planned).mismatches(computed.provenance)
-            if differences:
-                raise ExtractionError(
-                    f"{job.label} of {job.store.name}: this worker's encoder or corpus is not the one the extraction "
-                    "was planned with (stored = planned, requested = this worker):\n  " + "\n  ".join(differences)
-                    + "\nGive --device and --precision explicitly and the same weights and corpus to every machine.")
-        log.info("%s of %s: %d thread(s), part %s", job.label, job.store.name, job.threads, job.part)
-        return extract_store(corpus, job.modality, job.lang, encoder, job.part, batch_size=job.batch_size,
-                             skip_bad=job.skip_bad, force=job.force, progress=False, part=part)
+        with threads_of(job.threads, job.thread_env):  # before the encoder loads: CTranslate2 reads them then
+            corpus = load_corpus(job.corpus_root, check_media=False)  # the lead checked the media
+            encoder = load_encoder(job.encoder, modality=job.modality, layer=job.layer, device=job.device,
+                                   precision=job.precision)
+            if job.planned is not None:
+                computed = plan_store(corpus, job.modality, job.lang, encoder, job.store, batch_size=job.batch_size)
+                differences = Provenance.from_dict(job.planned).mismatches(computed.provenance)
+                if differences:
+                    raise ExtractionError(
+                        f"{job.label} of {job.store.name}: this worker's encoder or corpus is not the one the "
+                        "extraction was planned with (stored = planned, requested = this worker):\n  "
+                        + "\n  ".join(differences) + "\nGive --device and --precision explicitly and the same "
+                        "weights and corpus to every machine.")
+            log.info("%s of %s: %d torch thread(s), part %s", job.label, job.store.name, job.threads, job.part)
+            return extract_store(corpus, job.modality, job.lang, encoder, job.part, batch_size=job.batch_size,
+                                 skip_bad=job.skip_bad, force=job.force, progress=False,
+                                 part=GridPart(job.index, job.count))
     except ValueError as error:
         write_json(job.error_record, {"job": job.label, "error": type(error).__name__, "message": str(error)})
         raise
-    finally:
-        torch.set_num_threads(threads)
 
 
 def extract_across_jobs(
@@ -170,9 +207,10 @@ def extract_across_jobs(
             if force:
                 remove_path(work_dir(request.path))
             count = min(n_jobs, grid_size(len(request.plan), batch_size))
+            threads, thread_env = lead_threads()
             jobs = [ExtractionJob(corpus.root, modality, request.provenance.lang, encoder_name, options["layer"],
                                   options["device"], options["precision"], request.path, batch_size, index, count,
-                                  skip_bad, force=False, threads=torch.get_num_threads(),
+                                  skip_bad, force=False, threads=threads, thread_env=thread_env,
                                   planned=request.provenance.to_dict())
                     for index in range(count)]
             parts = [part_plan(request, GridPart(job.index, count), batch_size, job.part) for job in jobs]

@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 import extract.encoders.hf as hf
 from cache.store import ProvenanceMismatch, journal_path
@@ -58,9 +59,10 @@ def in_process(fn, jobs):
     return out
 
 
-def process_pool(fn, jobs):
+def process_pool(fn, jobs, initializer=None):
     """What an executor does: each job in a fresh (spawned) worker process, failures as messages."""
-    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=initializer) as pool:
         futures = [pool.submit(fn, job) for job in jobs]
         out = []
         for future in futures:
@@ -75,28 +77,44 @@ def no_jobs(fn, jobs):
     raise AssertionError(f"no job should run, got {len(jobs)}")
 
 
-def across(corpus, wavlm_dir, out, map_jobs, fmt="hdf5", skip_bad=False, force=False, batch_size=BATCH):
-    return extract_across_jobs(corpus, "audio", "en", str(wavlm_dir), {"device": "cpu"}, out, fmt, batch_size, JOBS,
+def across(corpus, encoder, out, map_jobs, fmt="hdf5", skip_bad=False, force=False, batch_size=BATCH):
+    return extract_across_jobs(corpus, "audio", "en", str(encoder), {"device": "cpu"}, out, fmt, batch_size, JOBS,
                                skip_bad, force, False, map_jobs)
 
 
-def local(corpus, wavlm_dir, out, fmt="hdf5", skip_bad=False):
-    encoder = load_encoder(str(wavlm_dir), device="cpu")
+def local(corpus, encoder, out, fmt="hdf5", skip_bad=False):
+    encoder = load_encoder(str(encoder), device="cpu")
     return extract_store(corpus, "audio", "en", encoder, out, fmt=fmt, batch_size=BATCH, skip_bad=skip_bad,
                          progress=False)
 
 
-@pytest.mark.parametrize("fmt, map_jobs", [("hdf5", process_pool), ("zarr", in_process)])
-def test_jobs_give_the_local_store_byte_for_byte_with_a_skipped_item(corpus_root, wavlm_dir, tmp_path, fmt, map_jobs):
+def dask_like_pool(fn, jobs):
+    return process_pool(fn, jobs, initializer=start_as_dask_starts_its_workers)
+
+
+def start_as_dask_starts_its_workers():
+    """One thread, as dask's workers start: OMP/MKL_NUM_THREADS=1 (distributed.nanny.pre-spawn-environ)."""
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    torch.set_num_threads(1)
+
+
+# Features depend on the thread counts, so the store is the local one (made here with 2 torch threads) only if
+# the jobs run with this process's: torch's, and MKL_NUM_THREADS, which whisper-base's CTranslate2 reads when
+# it loads (each alone changes every whisper-base feature).
+@pytest.mark.parametrize("fmt, encoder, map_jobs", [("hdf5", "whisper-base", dask_like_pool),
+                                                    ("zarr", "tiny-wavlm", in_process)])
+def test_jobs_give_the_local_store_byte_for_byte_with_a_skipped_item(corpus_root, wavlm_dir, tmp_path, fmt, encoder,
+                                                                     map_jobs):
+    encoder = str(wavlm_dir) if encoder == "tiny-wavlm" else encoder
     bad = corrupt_one_word(corpus_root)
     corpus = load_corpus(corpus_root, check_media=False)
-    whole = local(corpus, wavlm_dir, tmp_path / "local", fmt, skip_bad=True)
-    path = across(corpus, wavlm_dir, tmp_path / "jobs", map_jobs, fmt, skip_bad=True)
+    whole = local(corpus, encoder, tmp_path / "local", fmt, skip_bad=True)
+    path = across(corpus, encoder, tmp_path / "jobs", map_jobs, fmt, skip_bad=True)
     assert path == tmp_path / "jobs" / whole.name and not work_dir(path).exists()
     assert list(store_files(path)) == [p.replace("local/", "jobs/", 1) for p in store_files(whole)]
     assert list(store_files(path).values()) == list(store_files(whole).values())
     assert f"{bad}".encode() in b"".join(store_files(path).values())  # the skipped item is listed
-    assert across(corpus, wavlm_dir, tmp_path / "jobs", no_jobs, fmt, skip_bad=True) == path  # complete: no jobs
+    assert across(corpus, encoder, tmp_path / "jobs", no_jobs, fmt, skip_bad=True) == path  # complete: no jobs
 
 
 # In the spawned worker: job 1 is killed (SIGKILL) at its second forward pass, after one committed batch.
@@ -183,3 +201,23 @@ def test_a_changed_request_refuses_stale_parts_until_force(corpus_root, wavlm_di
         across(corpus, wavlm_dir, tmp_path, no_jobs)
     path = across(corpus, wavlm_dir, tmp_path, in_process, force=True)
     assert list(store_files(path).values()) == list(store_files(local(corpus, wavlm_dir, tmp_path / "local")).values())
+
+
+def test_a_worker_whose_encoder_differs_from_the_plan_is_refused_before_encoding(corpus_root, wavlm_dir, tmp_path):
+    corpus = load_corpus(corpus_root)
+    planned = {}
+
+    def capture(fn, jobs):
+        planned.update(jobs[0].planned)
+        return [(False, "not run") for _ in jobs]
+
+    with pytest.raises(ExtractionError):
+        across(corpus, wavlm_dir, tmp_path, capture)
+    save_tiny_wavlm(wavlm_dir, seed=1)  # this "machine" holds other weights under the same name
+    job = ExtractionJob(corpus_root, "audio", "en", str(wavlm_dir), None, "cpu", "auto", tmp_path / "audio-en.h5",
+                        BATCH, 0, JOBS, False, False, threads=1, planned=planned)
+    with pytest.raises(ExtractionError, match=r"job 1 of 3 .* not the one the extraction was planned with.*\n"
+                                              r"  encoder_fingerprint: stored"):
+        run_extraction_job(job)
+    assert not job.part.exists() and not journal_path(job.part).exists() and job.error_record.is_file()
+
