@@ -9,10 +9,10 @@ the final store, skips what the jobs skipped, and ``finish`` packs exactly what 
 
 Encoder outputs depend on the thread counts (docs/extraction.md, "Extraction across jobs"): torch's, and
 for whisper-base the MKL inside CTranslate2, which reads ``MKL_NUM_THREADS`` when it starts (dask sets it to
-1 in its workers). So every job runs with the lead's torch thread count and the lead's thread variables. The
-lead also loads the encoder once, to name and describe the store; a
-worker whose encoder or corpus describes differently (another precision resolved on another machine,
-other weights) is refused before it encodes anything.
+1 in its workers). So every job runs with the lead's torch thread count and the lead's thread variables.
+The lead also loads the encoder once, to name and describe the store; a worker whose encoder or corpus
+describes differently (another precision resolved on another machine, other weights) is refused before it
+encodes anything.
 
 How the jobs run is the caller's: ``extract_across_jobs`` takes a ``map_jobs(fn, jobs)`` that runs a
 picklable top-level ``fn`` on each job (in this process, a process pool, dask, submitit) and returns one
@@ -137,7 +137,7 @@ def run_extraction_job(job: ExtractionJob) -> Path:
     recorded beside the part before it is raised, so the lead reports it word for word whatever the
     executor makes of the exception.
     """
-    remove_path(job.error_record)
+    remove_path(job.error_record)  # an executor's earlier try of this job may have left one
     try:
         with threads_of(job.threads, job.thread_env):  # before the encoder loads: CTranslate2 reads them then
             corpus = load_corpus(job.corpus_root, check_media=False)  # the lead checked the media
@@ -217,6 +217,8 @@ def extract_across_jobs(
             todo = [job for job, part in zip(jobs, parts) if not part_is_complete(part, dim)]
             log.info("%s: %d job(s) over %d batches of %d, %d to run", request.path.name, count,
                      grid_size(len(request.plan), batch_size), batch_size, len(todo))
+            for job in todo:  # a job that never starts this time must not be reported with an old message
+                remove_path(job.error_record)
             outcomes = map_jobs(run_extraction_job, todo) if todo else []
             if len(outcomes) != len(todo):
                 raise ExtractionError(f"map_jobs returned {len(outcomes)} results for {len(todo)} jobs")
