@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import extract.encoders.hf as hf
-from cache.store import ProvenanceMismatch, journal_path
+from cache.store import ProvenanceMismatch, StoreWriter, journal_path
 from extract.corpus import load_corpus
 from extract.encoders.registry import load_encoder
 from extract.jobs import ExtractionJob, extract_across_jobs, run_extraction_job, work_dir
@@ -221,3 +221,34 @@ def test_a_worker_whose_encoder_differs_from_the_plan_is_refused_before_encoding
         run_extraction_job(job)
     assert not job.part.exists() and not journal_path(job.part).exists() and job.error_record.is_file()
 
+
+
+def test_an_interrupted_assembly_resumes_without_running_the_jobs_again(corpus_root, wavlm_dir, tmp_path,
+                                                                        monkeypatch):
+    corpus = load_corpus(corpus_root)
+    append, calls = StoreWriter.append, []
+
+    def append_then_die(self, features):
+        calls.extend([1] if self.path.parent == tmp_path else [])  # the final store's, not a part's
+        if len(calls) == 3:  # its third batch: the lead is killed
+            raise KeyboardInterrupt
+        return append(self, features)
+
+    monkeypatch.setattr(StoreWriter, "append", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        across(corpus, wavlm_dir, tmp_path, in_process)
+    monkeypatch.setattr(StoreWriter, "append", append)
+    target = tmp_path / "audio-en.tiny-wavlm.h5"
+    assert not target.exists() and len(list(journal_path(target).glob("0*.npz"))) == 2
+    path = across(corpus, wavlm_dir, tmp_path, no_jobs)  # every part is complete: only the assembly goes on
+    assert list(store_files(path).values()) == list(store_files(local(corpus, wavlm_dir, tmp_path / "local")).values())
+
+
+def test_an_image_store_across_jobs_is_the_local_one(corpus_root, models, tmp_path):
+    corpus = load_corpus(corpus_root)
+    resnet = str(models / "tiny-resnet")
+    whole = extract_store(corpus, "image", None, load_encoder(resnet, device="cpu"), tmp_path / "local",
+                          batch_size=BATCH, progress=False)
+    path = extract_across_jobs(corpus, "image", None, resnet, {"device": "cpu"}, tmp_path / "jobs", None, BATCH, JOBS,
+                               False, False, False, in_process)
+    assert list(store_files(path).values()) == list(store_files(whole).values())
