@@ -94,6 +94,43 @@ def shard_items(items: Sequence[Item], shard: tuple[int, int] | None) -> list[It
     return list(items[k - 1 :: n])
 
 
+GRID_PART_KEY = "grid_part"  # the preprocessing entry that marks a part store (extract/jobs.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPart:
+    """Job ``index`` (0-based) of ``count`` over the fixed batch grid: grid batches index, index + count, ...
+
+    The job takes whole batches of the grid a local run forms, not items, so the encoder sees exactly the
+    local run's batches and the features are the local run's bytes (round-robin ``--shard`` changes the
+    batches, hence the padding and the arithmetic). Batches round-robin rather than contiguous runs: the
+    plan is sorted by duration, so every job gets short and long batches alike. Every grid batch but the
+    last holds ``batch_size`` items, and the last one ends its job's list, so cutting a part's items into
+    batches of ``batch_size`` again gives back exactly its grid batches: ``extract_store`` needs no second grid.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ExtractionError(f"grid part {self.index} of {self.count}: the index must be in 0..{self.count - 1}")
+
+    def rows(self, n_items: int, batch_size: int) -> np.ndarray:
+        """The plan positions of this job's grid batches, in grid order."""
+        starts = range(self.index * batch_size, n_items, self.count * batch_size)
+        return np.array([row for start in starts for row in range(start, min(start + batch_size, n_items))], np.int64)
+
+    def record(self, batch_size: int) -> dict[str, int]:
+        """What a part's provenance says about the grid, so that a part made for another one is refused."""
+        return {"job": self.index + 1, "of": self.count, "batch_size": batch_size}
+
+
+def grid_size(n_items: int, batch_size: int) -> int:
+    """How many batches the grid over ``n_items`` has."""
+    return -(-n_items // batch_size)
+
+
 def item_table(corpus: Corpus, items: Sequence[Item]) -> ItemTable:
     """The store's metadata columns for the planned items (lang and speaker empty for images)."""
     return ItemTable.from_records(
@@ -275,6 +312,58 @@ def stop_message(errors: Sequence[MediaError], path: Path, committed: int) -> st
             "resumes after them. Or rerun with --skip-bad to leave bad items out (they are listed in the store).")
 
 
+@dataclasses.dataclass(frozen=True)
+class StorePlan:
+    """What one store (or shard, or grid part) is to hold, before anything is encoded."""
+
+    path: Path
+    plan: list[Item]  # in extraction order
+    items: ItemTable
+    provenance: Provenance
+    positions: int | None  # P of an image store; None for audio
+
+
+def plan_store(
+    corpus: Corpus,
+    modality: str,
+    lang: str | None,
+    encoder: Encoder,
+    out_path: Path,
+    fmt: str | None = None,
+    batch_size: int = 16,
+    shard: tuple[int, int] | None = None,
+    part: GridPart | None = None,
+) -> StorePlan:
+    """The store's path, items, provenance and shape for a request (arguments as ``extract_store``).
+
+    A grid part's provenance is the whole store's plus ``preprocessing[GRID_PART_KEY]`` (its job, the job
+    count and the batch size: they decide which batches it holds, hence its bytes).
+    """
+    if encoder.modality != modality:
+        raise ExtractionError(f"encoder {encoder.name} is an {encoder.modality} encoder, not {modality}")
+    if batch_size < 1:
+        raise ExtractionError(f"batch size must be at least 1, not {batch_size}")
+    if shard is not None and part is not None:
+        raise ExtractionError("a store is either a round-robin shard or a grid part, not both")
+    lang = lang if modality == "audio" else None
+    path = resolve_out_path(out_path, modality, lang, encoder, fmt, shard)
+    items, headers = plan_items(corpus, modality, lang)
+    plan = shard_items(items, shard)
+    provenance = provenance_for(corpus, modality, lang, encoder, headers, shard)
+    positions = encoder.preprocessing.get("positions") if modality == "image" else None
+    whole = StorePlan(path, plan, item_table(corpus, plan), provenance, positions)
+    return whole if part is None else part_plan(whole, part, batch_size, path)
+
+
+def part_plan(whole: StorePlan, part: GridPart, batch_size: int, path: Path) -> StorePlan:
+    """The plan of one grid part of a store, written at ``path``."""
+    rows = part.rows(len(whole.plan), batch_size)
+    provenance = whole.provenance.replace(preprocessing={**whole.provenance.preprocessing,
+                                                         GRID_PART_KEY: part.record(batch_size)})
+    return StorePlan(Path(path), [whole.plan[row] for row in rows], whole.items.select(rows), provenance,
+                     whole.positions)
+
+
 def extract_store(
     corpus: Corpus,
     modality: str,
@@ -287,8 +376,9 @@ def extract_store(
     skip_bad: bool = False,
     force: bool = False,
     progress: bool = True,
+    part: GridPart | None = None,
 ) -> Path:
-    """Extract one store (or one shard of it) and return its path.
+    """Extract one store (or one shard of it, or one grid part) and return its path.
 
     Args:
         corpus: the loaded corpus.
@@ -301,21 +391,15 @@ def extract_store(
         skip_bad: leave bad items out (unreadable, truncated, too short, failing in the encoder or giving
             non-finite features), listed in the store's ``skipped`` table, instead of stopping.
         force: delete an existing store/journal made from other inputs and rebuild it.
+        part: encode only this job's batches of the grid, into a part store (``extract.jobs`` assembles the
+            parts into the store a local run writes).
 
     A complete store with the same provenance is returned untouched; an interrupted one is resumed; one made
     from other inputs raises ``cache.store.ProvenanceMismatch`` (unless ``force``).
     """
-    if encoder.modality != modality:
-        raise ExtractionError(f"encoder {encoder.name} is an {encoder.modality} encoder, not {modality}")
-    if batch_size < 1:
-        raise ExtractionError(f"batch size must be at least 1, not {batch_size}")
-    lang = lang if modality == "audio" else None
-    path = resolve_out_path(out_path, modality, lang, encoder, fmt, shard)
-    items, headers = plan_items(corpus, modality, lang)
-    plan = shard_items(items, shard)
-    provenance = provenance_for(corpus, modality, lang, encoder, headers, shard)
-    positions = encoder.preprocessing.get("positions") if modality == "image" else None
-    writer = open_writer(path, provenance, item_table(corpus, plan), encoder.dim, positions, overwrite=force)
+    request = plan_store(corpus, modality, lang, encoder, out_path, fmt, batch_size, shard, part)
+    path, plan = request.path, request.plan
+    writer = open_writer(path, request.provenance, request.items, encoder.dim, request.positions, overwrite=force)
     try:
         if writer.complete:
             log.info("%s is complete and matches the request: nothing to do", path)
