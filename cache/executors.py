@@ -384,6 +384,9 @@ class SubmititEngine(Engine):
                 self.started += 1
         else:
             submitted = self.executor.map_array(call_job, [self.fn] * len(args), args, [self.threads] * len(args))
+        if self.spec.cluster == "local":
+            for job in submitted:  # its result file is on a local disk: no 15 s wait for a network file system
+                job._results_timeout_s = 1
         self.live.update(submitted)
         return submitted
 
@@ -397,11 +400,13 @@ class SubmititEngine(Engine):
     def _result(self, job) -> tuple[bool, Any, str | None]:
         try:
             return job.result()
-        except Exception as error:  # noqa: BLE001 - a job killed, timed out, or failed outside our code
+        except self.submitit.core.utils.FailedJobError as error:  # it failed outside `call_job` (an import)
             lines = [line for line in str(error).strip().splitlines() if line.strip()]
-            detail = lines[-1] if lines else type(error).__name__
-            return False, None, (f"submitit job {job.job_id} ended without a result ({job.state}: {detail}); its "
-                                 f"log: {job.paths.stderr}; rerun the same command to resume")
+            why = lines[-1] if lines else type(error).__name__
+        except self.submitit.core.utils.UncompletedJobError:  # no result file: the process was ended from outside
+            why = f"state {job.state}; it was killed, or ran out of time or memory"
+        return False, None, (f"submitit job {job.job_id} ended without a result ({why}); its log: "
+                             f"{job.paths.stderr}; rerun the same command to resume")
 
     def close(self, interrupted=False):
         if interrupted:

@@ -35,10 +35,7 @@ def die(marker: str) -> int:
     return 42
 
 
-def environment(name: str) -> str | None:
-    return os.environ.get(name)
-
-
-def torch_threads() -> int:
+def worker_setup(_: int) -> tuple[str | None, int]:
+    """The GPU and the torch threads the executor gave this worker."""
     import torch
-    return torch.get_num_threads()
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), torch.get_num_threads()
