@@ -297,6 +297,7 @@ class DaskEngine(Engine):
                                                     memory_limit=f"{spec.mem_gb}GB" if spec.mem_gb else 0)
             self.client = distributed.Client(self.cluster)
             self.capacity, self.threads = workers, shared_threads(spec, workers)
+            log.info("Dask LocalCluster of %d workers; dashboard: %s", workers, self.client.dashboard_link)
             gpus = visible_gpus()
             if gpus:
                 self.client.register_plugin(_gpu_pinning(distributed.WorkerPlugin, gpus), name="vgsme-gpus")
