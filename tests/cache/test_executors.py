@@ -137,3 +137,12 @@ def test_submitit_without_a_log_folder_is_refused():
     assert ExecutorSpec("submitit").with_defaults(log_folder=Path("l")).log_folder == Path("l")
     assert ExecutorSpec("processes").with_defaults(threads=3, log_folder=Path("l")) == \
         ExecutorSpec("processes", threads=3)
+
+
+def test_local_cluster_workers_get_a_gpu_each_and_their_share_of_the_cores(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    monkeypatch.setattr("cache.executors.machine_cores", lambda: 4)
+    outcomes = run_jobs(ExecutorSpec("dask", workers=2), jobs_module.worker_setup, [Job(str(i), (i,)) for i in range(4)],
+                        progress=False)
+    gpus, threads = zip(*(o.value for o in outcomes))
+    assert set(gpus) <= {"5", "7"} and set(threads) == {2}  # one GPU each; 4 cores // 2 workers
