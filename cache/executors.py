@@ -236,19 +236,24 @@ class ProcessEngine(Engine):
         self.context = multiprocessing.get_context("spawn")
         self.pool: futures.ProcessPoolExecutor | None = None
 
-    def _pool(self) -> futures.ProcessPoolExecutor:
-        if self.pool is None or getattr(self.pool, "_broken", False):
-            if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
-            slots = self.context.Queue()
-            for slot in range(self.capacity):
-                slots.put(slot)
-            self.pool = futures.ProcessPoolExecutor(self.capacity, mp_context=self.context, initializer=_pin_worker,
-                                                    initargs=(slots, self.gpus, self.threads))
+    def _new_pool(self) -> futures.ProcessPoolExecutor:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        slots = self.context.Queue()  # worker k takes slot k: its GPU
+        for slot in range(self.capacity):
+            slots.put(slot)
+        self.pool = futures.ProcessPoolExecutor(self.capacity, mp_context=self.context, initializer=_pin_worker,
+                                                initargs=(slots, self.gpus, self.threads))
         return self.pool
 
+    def _submit(self, job: Job):
+        try:
+            return (self.pool or self._new_pool()).submit(call_job, self.fn, job.args)
+        except futures.process.BrokenProcessPool:  # a worker died: this pool takes no more jobs
+            return self._new_pool().submit(call_job, self.fn, job.args)
+
     def start(self, indices, jobs):
-        return [self._pool().submit(call_job, self.fn, jobs[i].args) for i in indices]
+        return [self._submit(jobs[i]) for i in indices]
 
     def wait(self, handles):
         finished, _ = futures.wait(handles, timeout=60, return_when=futures.FIRST_COMPLETED)
@@ -258,8 +263,11 @@ class ProcessEngine(Engine):
         if self.pool is None:
             return
         if interrupted:  # stop the workers now: a worker left training would hold its run folder's lock
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.terminate()
+            if hasattr(self.pool, "terminate_workers"):  # Python 3.14
+                self.pool.terminate_workers()
+            else:
+                for process in list((self.pool._processes or {}).values()):
+                    process.terminate()
         self.pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
