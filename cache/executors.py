@@ -504,8 +504,9 @@ def executor_options(fn: Callable) -> Callable:
     def wrapper(*args: Any, executor: str, workers, dask_scheduler, submitit_cluster, slurm_partition,
                 slurm_account, job_time, job_gpus, job_mem, job_logs, **kwargs: Any) -> Any:
         try:
-            spec = ExecutorSpec(executor, workers, None, dask_scheduler, submitit_cluster, slurm_partition,
-                                slurm_account, job_time, job_gpus, job_mem, job_logs)
+            spec = ExecutorSpec(executor, workers, dask_scheduler=dask_scheduler, submitit_cluster=submitit_cluster,
+                                partition=slurm_partition, account=slurm_account, time_min=job_time,
+                                gpus_per_job=job_gpus, mem_gb=job_mem, log_folder=job_logs)
         except ExecutorError as error:
             raise click.UsageError(str(error)) from None
         return fn(*args, executor=spec, **kwargs)
