@@ -159,8 +159,8 @@ def test_a_run_whose_worker_is_killed_mid_way_is_resumed_by_the_rerun(tiny_cache
     os.kill(worker, signal.SIGKILL)
     _, err = sweep.communicate(timeout=120)
     assert sweep.returncode == 1 and "worker process died" in err and "Traceback" not in err
-    killed = RunFolder.open(run_dir)
-    assert killed.status == "running" and 1 <= len(killed.metrics) < 8  # killed mid-way
+    killed = RunFolder.open(run_dir)  # metrics.csv follows state.pt: the kill may land between the two
+    assert killed.status == "running" and len(killed.metrics) < 8  # killed mid-way
     rerun = invoke(*command, "--out", run_dir.parent)
     assert rerun.exit_code == 0, rerun.output
     reference = invoke("--cache", tiny_cache, "--langs", "en", *TINY, *epochs, "--out", tmp_path / "local")
