@@ -363,7 +363,11 @@ class SubmititEngine(Engine):
         if spec.log_folder is None:
             raise ExecutorError("--executor submitit needs a folder for job files and logs (--job-logs)")
         self.fn, self.spec, self.submitit = fn, spec, submitit
-        self.executor = submitit.AutoExecutor(folder=Path(spec.log_folder) / "%j", cluster=spec.cluster)
+        try:
+            self.executor = submitit.AutoExecutor(folder=Path(spec.log_folder) / "%j", cluster=spec.cluster)
+        except RuntimeError as error:  # slurm: no srun on this machine
+            raise ExecutorError(f"--executor submitit: {error} Submit from the cluster's login node, or use "
+                                "--submitit-cluster local to run the jobs on this machine") from None
         parameters = {"timeout_min": spec.time_min, "gpus_per_node": spec.gpus_per_job,
                       "mem_gb": spec.mem_gb, "cpus_per_task": spec.threads}
         if spec.cluster == "slurm":

@@ -3,13 +3,16 @@ cluster): outcomes in input order, a job's failure and a killed worker reported 
 and the option checks of `executor_options`."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from cache.executors import WORKER_DIED, ExecutorError, ExecutorSpec, Job, executor_options, run_jobs
+from cache.executors import (WORKER_DIED, ExecutorError, ExecutorSpec, Job, SubmititEngine, executor_options,
+                             run_jobs)
 from tests.cache import executor_jobs as jobs_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -146,3 +149,25 @@ def test_local_cluster_workers_get_a_gpu_each_and_their_share_of_the_cores(monke
                         progress=False)
     gpus, threads = zip(*(o.value for o in outcomes))
     assert set(gpus) <= {"5", "7"} and set(threads) == {2}  # one GPU each; 4 cores // 2 workers
+
+
+def test_slurm_jobs_get_the_sbatch_options(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")  # submitit looks for srun to detect SLURM
+    spec = ExecutorSpec("submitit", workers=30, threads=2, partition="gpu", account="lab", time_min=90,
+                        gpus_per_job=1, mem_gb=16, log_folder=tmp_path / "logs")
+    engine = SubmititEngine(jobs_module.square, spec)
+    script = engine.executor._executor._make_submission_file_text("COMMAND", "uid")  # the sbatch file
+    for line in ("--partition=gpu", "--account=lab", "--time=90", "--gpus-per-node=1", "--mem=16GB",
+                 "--cpus-per-task=2", f"--output={tmp_path / 'logs'}/"):
+        assert f"#SBATCH {line}" in script, line
+    assert engine.executor._executor.parameters["array_parallelism"] == 30
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine has SLURM")
+def test_submitit_without_slurm_says_how_to_run_here(tmp_path):
+    with pytest.raises(ExecutorError, match="--submitit-cluster local"):
+        run_jobs(ExecutorSpec("submitit", log_folder=tmp_path), jobs_module.square, [Job("x", (1,))])
