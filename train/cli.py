@@ -131,7 +131,8 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--force", is_flag=True, help="Retrain runs that are complete, or whose stores changed since they were "
               "trained (their folders are replaced); with --sweep, also replace a different sweep.yaml.")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
-              "core]; 1 is faster when other jobs keep the cores busy.")
+              "core; with --executor, cores // workers per job]; 1 is faster when other jobs keep the cores busy. "
+              "Metrics are bit-identical only at equal --threads (docs/scale-out.md).")
 @executor_options
 @verbosity_options
 @user_errors
