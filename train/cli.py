@@ -53,8 +53,8 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
               help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
               "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
-              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, the executor options, -q, "
-              "-v.")
+              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, the executor "
+              "options, -q, -v.")
 @click.option("--allow-changed-stores", is_flag=True,
               help="With --from: retrain on the recorded store paths even if their content changed since (a new "
               "run, not a reproduction); without it such a store is refused.")
