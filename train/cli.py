@@ -224,9 +224,8 @@ def refuse_beside_from(ctx: click.Context) -> None:
     if given:
         names = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in given)
         raise RunConfigError(f"--from retrains the recorded configuration, which {names} would change; beside --from "
-                             "give only --out, --device, --threads, --force, --allow-changed-stores, the executor options, -q or "
-                             "-v (to "
-                             "train other options, give them without --from)")
+                             "give only --out, --device, --threads, --force, --allow-changed-stores, the executor "
+                             "options, -q or -v (to train other options, give them without --from)")
 
 
 def summary(path: Path) -> str:

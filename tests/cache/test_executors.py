@@ -38,7 +38,8 @@ def _specs(kind: str, tmp_path: Path, scheduler: str | None = None) -> ExecutorS
     return {"local": ExecutorSpec(),
             "processes": ExecutorSpec("processes", workers=2),
             "dask": ExecutorSpec("dask", dask_scheduler=scheduler),
-            "submitit": ExecutorSpec("submitit", workers=2, submitit_cluster="local", log_folder=tmp_path / "logs")}[kind]
+            "submitit": ExecutorSpec("submitit", workers=2, submitit_cluster="local",
+                                     log_folder=tmp_path / "logs")}[kind]
 
 
 @pytest.mark.parametrize("kind", ["local", "processes", "dask", "submitit"])
@@ -145,8 +146,8 @@ def test_submitit_without_a_log_folder_is_refused():
 def test_local_cluster_workers_get_a_gpu_each_and_their_share_of_the_cores(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     monkeypatch.setattr("cache.executors.machine_cores", lambda: 4)
-    outcomes = run_jobs(ExecutorSpec("dask", workers=2), jobs_module.worker_setup, [Job(str(i), (i,)) for i in range(4)],
-                        progress=False)
+    outcomes = run_jobs(ExecutorSpec("dask", workers=2), jobs_module.worker_setup,
+                        [Job(str(i), (i,)) for i in range(4)], progress=False)
     gpus, threads = zip(*(o.value for o in outcomes))
     assert set(gpus) <= {"5", "7"} and set(threads) == {2}  # one GPU each; 4 cores // 2 workers
 
