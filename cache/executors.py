@@ -300,6 +300,7 @@ class DaskEngine(Engine):
             self.threads = spec.threads
         else:
             workers = spec.workers or default_workers()
+            self.environ = dict(os.environ)  # a Nanny sets OMP_NUM_THREADS=1 & co. in OUR environment to spawn
             self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                     dashboard_address=":0",
                                                     memory_limit=f"{spec.mem_gb}GB" if spec.mem_gb else 0)
@@ -325,6 +326,14 @@ class DaskEngine(Engine):
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+            restore_environ(self.environ)  # or every process this one starts later would inherit them
+
+
+def restore_environ(saved: dict[str, str]) -> None:
+    """Put `os.environ` back as `saved` (variables added since removed, changed ones reset)."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 def _gpu_pinning(base: type, gpus: list[str]):

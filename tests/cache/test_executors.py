@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cache.executors import (WORKER_DIED, ExecutorError, ExecutorSpec, Job, SubmititEngine, executor_options,
-                             run_jobs)
+                             restore_environ, run_jobs)
 from tests.cache import executor_jobs as jobs_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,8 +24,10 @@ EXPECTED = [(True, 0, None), (True, 1, None), (False, None, "item 2 is bad: fix 
 def dask_scheduler():
     """One LocalCluster for the module (they start slowly); the tests reach it by its address."""
     distributed = pytest.importorskip("distributed")
+    environ = dict(os.environ)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
         yield c.scheduler_address
+    restore_environ(environ)  # its nannies set OMP_NUM_THREADS=1 & co. in this process's environment
 
 
 @pytest.fixture
@@ -146,10 +148,12 @@ def test_submitit_without_a_log_folder_is_refused():
 def test_local_cluster_workers_get_a_gpu_each_and_their_share_of_the_cores(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
     monkeypatch.setattr("cache.executors.machine_cores", lambda: 4)
+    environ = dict(os.environ)
     outcomes = run_jobs(ExecutorSpec("dask", workers=2), jobs_module.worker_setup,
                         [Job(str(i), (i,)) for i in range(4)], progress=False)
     gpus, threads = zip(*(o.value for o in outcomes))
     assert set(gpus) <= {"5", "7"} and set(threads) == {2}  # one GPU each; 4 cores // 2 workers
+    assert dict(os.environ) == environ  # no OMP_NUM_THREADS=1 left behind for the processes started later
 
 
 def test_slurm_jobs_get_the_sbatch_options(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cache.executors import restore_environ
 from cache.locks import lock_file_for
 from train.cli import train_heads
 from train.runs import RunFolder
@@ -42,8 +43,10 @@ def importable(monkeypatch):
 def dask_scheduler():
     """One LocalCluster shared by the module's tests (it starts slowly; its workers keep torch imported)."""
     distributed = pytest.importorskip("distributed")
+    environ = dict(os.environ)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
         yield c.scheduler_address
+    restore_environ(environ)  # its nannies set OMP_NUM_THREADS=1 & co. in this process's environment
 
 
 @pytest.fixture(scope="module")
