@@ -7,16 +7,19 @@ import os
 # that other jobs keep busy, spinning threads made a training step 5-10x slower (bench/train_step.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 import torch  # noqa: E402
 
 from cache import layout  # noqa: E402
+from cache.executors import EXECUTOR_PARAMS, ExecutorSpec, executor_options  # noqa: E402
 from cache.clitools import Command, split_values, user_errors, verbosity_options  # noqa: E402
 from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS, resolve_device  # noqa: E402
 from train.model import LOGIT_MODES  # noqa: E402
 from train.exposure import BUDGETS, sweep_exposures  # noqa: E402
+from train.jobs import train_on_executor  # noqa: E402
 from train.layers import parse_audio_layers  # noqa: E402
 from train.loop import choose_precision  # noqa: E402
 from train.runs import RunConfigError, RunFolder  # noqa: E402
@@ -26,7 +29,8 @@ from train.sweepfile import SweepFileError, given_on_command_line, read_sweep_fi
 from train.tensorboard import require_tensorboard  # noqa: E402
 
 # What `--from` may be given with: where the new run goes and how it runs, never what it is.
-FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "quiet", "verbose")
+FROM_OPTIONS = ("from_run", "out", "device", "threads", "force", "allow_changed_stores", "quiet", "verbose",
+                "tensorboard", *EXECUTOR_PARAMS)
 
 
 def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | None):
@@ -48,11 +52,12 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               help="Read the sweep's options from a YAML or JSON file (keys: the long option names below, e.g. "
               "`configs: [en, en+fr]`, `seeds: 0-4`, `batch-size: 60`; see docs/training.md); it is copied to the "
               "study folder as sweep.yaml. Beside it the command line takes only --out, --device, --threads, "
-              "--force, -q, -v.")
+              "--force, the executor options, -q, -v.")
 @click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
               help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
               "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
-              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, -q, -v.")
+              "--device (default: the recorded one), --threads, --force, --allow-changed-stores, --tensorboard, "
+              "the executor options, -q, -v.")
 @click.option("--allow-changed-stores", is_flag=True,
               help="With --from: retrain on the recorded store paths even if their content changed since (a new "
               "run, not a reproduction); without it such a store is refused.")
@@ -138,21 +143,24 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--force", is_flag=True, help="Retrain runs that are complete, or whose stores changed since they were "
               "trained (their folders are replaced); with --sweep, also replace a different sweep.yaml.")
 @click.option("--threads", type=click.IntRange(1), help="torch CPU threads [default: torch's choice, one per "
-              "core]; 1 is faster when other jobs keep the cores busy.")
+              "core; with --executor, cores // workers per job]; 1 is faster when other jobs keep the cores busy. "
+              "Metrics are bit-identical only at equal --threads (docs/scale-out.md).")
+@executor_options
 @verbosity_options
 @user_errors
 def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store_opts, image_store, audio_encoder,
                 image_encoder, epochs, batch_size, lr_max, negatives_mode, logit_mode, equal_steps, precision, device, study,
                 exclude_concepts, out, name, force, threads, ratios, budgets, onsets, fractions, vocab_sizes,
                 save_epochs, reference, progress, sweep_file, from_run, allow_changed_stores, audio_layers,
-                tensorboard) -> None:
+                tensorboard, executor: ExecutorSpec) -> None:
     """Train the audio and image pooling heads on cached features; print each run folder.
 
     A complete run is skipped; a half-trained one resumes. A run whose stores changed since it was trained
     is refused (use --force to retrain it); a run that failed (NaN loss) is replaced when rerun with other
     options. A failed run does not stop the others: the command ends with exit status 1, naming them, and
-    rerunning it resumes.
+    rerunning it resumes. With --executor each run is a job (docs/scale-out.md).
     """
+    executor = executor.with_defaults(threads=threads)
     if threads:
         torch.set_num_threads(threads)
     if tensorboard:
@@ -160,7 +168,9 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
     ctx = click.get_current_context()
     if from_run is not None:
         plan, runs_root, name = plan_from_options(ctx, from_run, out, device, allow_changed_stores)
-        return train_plan(plan, runs_root, name, force, progress)
+        if tensorboard:  # event files are not part of a run's identity: asking for them changes no number
+            plan.runs = [dataclasses.replace(config, tensorboard=True) for config in plan.runs]
+        return train_plan(plan, runs_root, name, force, progress, executor)
     if allow_changed_stores:
         raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
     if sweep_file is not None:
@@ -182,7 +192,7 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
     runs_root = out or layout.runs_dir(study)
     if sweep_file is not None:
         sweep_file.save_copy(runs_root, force, ctx.command)
-    train_plan(plan, runs_root, name, force, progress)
+    train_plan(plan, runs_root, name, force, progress, executor)
 
 
 def plan_from_options(ctx: click.Context, from_run: Path, out: Path | None, device: str,
@@ -198,9 +208,10 @@ def plan_from_options(ctx: click.Context, from_run: Path, out: Path | None, devi
     return plan, out.parent, out.name
 
 
-def train_plan(plan: SweepPlan, runs_root: Path, name: str | None, force: bool, progress: bool) -> None:
-    """Train the plan's runs, printing each run folder; for a sweep, `run i/N done (k failed)` lines (stderr)
-    and a summary; exit status 1 at the end, naming the failed runs, when any failed."""
+def train_plan(plan: SweepPlan, runs_root: Path, name: str | None, force: bool, progress: bool,
+               executor: ExecutorSpec = ExecutorSpec()) -> None:
+    """Train the plan's runs here or as jobs on `executor`, printing each run folder; for a sweep, `run i/N done
+    (k failed)` lines (stderr) and a summary; exit status 1 at the end, naming the failed runs, when any failed."""
     first = plan.runs[0]
     for width, count in plan.parameter_counts().items():
         click.echo(f"W={width}: {count:,} parameters (audio D={first.audio_dim}, image D={first.image_dim})", err=True)
@@ -212,8 +223,12 @@ def train_plan(plan: SweepPlan, runs_root: Path, name: str | None, force: bool, 
         if progress:
             click.echo(f"run {i}/{total} done ({len(result.failed)} failed)", err=True)
 
-    result = plan.train(runs_root, name, force, progress=progress, on_done=lambda path: click.echo(summary(path)),
-                        on_finished=finished if total > 1 else None)
+    callbacks = dict(on_done=lambda path: click.echo(summary(path)), on_finished=finished if total > 1 else None)
+    if executor.kind == "local":
+        result = plan.train(runs_root, name, force, progress=progress, **callbacks)
+    else:
+        executor = executor.with_defaults(log_folder=Path(runs_root) / "jobs")
+        result = train_on_executor(plan, executor, runs_root, name, force, progress, **callbacks)
     if total > 1:
         click.echo(result.summary(), err=True)
     result.raise_for_failures()
@@ -226,8 +241,8 @@ def refuse_beside_from(ctx: click.Context) -> None:
     if given:
         names = ", ".join(p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in given)
         raise RunConfigError(f"--from retrains the recorded configuration, which {names} would change; beside --from "
-                             "give only --out, --device, --threads, --force, --allow-changed-stores, -q or -v (to "
-                             "train other options, give them without --from)")
+                             "give only --out, --device, --threads, --force, --allow-changed-stores, --tensorboard, "
+                             "the executor options, -q or -v (to train other options, give them without --from)")
 
 
 def summary(path: Path) -> str:
@@ -238,3 +253,7 @@ def summary(path: Path) -> str:
     return (f"{path}  best epoch {best['epoch']}/{len(metrics)}: val loss {best['val_loss']:.4f}, "
             f"familiar acc {100 * best['val_familiar_acc']:.1f} %; "
             f"last acc {100 * metrics[-1]['val_familiar_acc']:.1f} %; {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    train_heads()

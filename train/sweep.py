@@ -34,6 +34,13 @@ class SweepResult:
     skipped: list[Path] = field(default_factory=list)  # already complete: not retrained
     failed: list[tuple[Path, str]] = field(default_factory=list)  # with the reason
 
+    def record(self, run_dir: Path, ok: bool, was_complete: bool = False, error: str | None = None) -> None:
+        """File one run's ending: trained, skipped (it was complete already) or failed with `error`."""
+        if not ok:
+            self.failed.append((run_dir, error or "failed"))
+        else:
+            (self.skipped if was_complete else self.complete).append(run_dir)
+
     @property
     def total(self) -> int:
         return len(self.complete) + len(self.skipped) + len(self.failed)
@@ -82,18 +89,25 @@ class SweepPlan:
         for i, config in enumerate(self.runs, 1):
             run_dir = Path(runs_root) / (name or config.folder_name())
             try:
-                was_complete = not force and RunFolder.is_run_folder(run_dir) and \
-                    RunFolder.open(run_dir).status == "complete"
-                train_sweep([config], runs_root, name, force, progress=progress, stores=self.stores)
+                was_complete = train_one(config, runs_root, name, force, progress, self.stores)
             except (ValueError, OSError) as error:  # this run's fault: the others may still train
-                result.failed.append((run_dir, str(error)))
+                result.record(run_dir, False, error=str(error))
             else:
-                (result.skipped if was_complete else result.complete).append(run_dir)
+                result.record(run_dir, True, was_complete)
                 if on_done is not None:
                     on_done(run_dir)
             if on_finished is not None:
                 on_finished(i, run_dir, result)
         return result
+
+
+def train_one(config: RunConfig, runs_root: Path, name: str | None, force: bool, progress: bool,
+              stores: LoadedStores) -> bool:
+    """Train (resume, or skip) one run as `train.loop.train_sweep` does; whether it was complete already."""
+    run_dir = Path(runs_root) / (name or config.folder_name())
+    was_complete = not force and RunFolder.is_run_folder(run_dir) and RunFolder.open(run_dir).status == "complete"
+    train_sweep([config], runs_root, name, force, progress=progress, stores=stores)
+    return was_complete
 
 
 def language_sets(langs: list[str], configs: list[str]) -> list[list[str]]:

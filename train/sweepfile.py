@@ -17,15 +17,16 @@ import click
 import yaml
 
 from cache.atomic import write_text
+from cache.executors import EXECUTOR_PARAMS
 from cache.clitools import split_values
 
 # The copy of the sweep file in its study folder (JSON is valid YAML, so one name serves both).
 SWEEP_COPY = "sweep.yaml"
 # Options that say where and how a sweep runs, not what it is: never keys of a sweep file, allowed beside it.
 RUNTIME_OPTIONS = ("sweep_file", "from_run", "out", "force", "threads", "quiet", "verbose", "help",
-                   "allow_changed_stores")
+                   "allow_changed_stores", *EXECUTOR_PARAMS)
 # Options a sweep file may set that may instead be given beside it (they do not change a run's numbers on CPU).
-EITHER_PLACE = ("device",)
+EITHER_PLACE = ("device", "tensorboard")
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
