@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cache.clitools import CONTEXT_SETTINGS, Command, split_values, user_errors, verbosity_options
+from cache.executors import ExecutorSpec, default_workers, executor_options
 from cache.hardware import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from cache.layout import SUFFIX_FORMAT, cache_dir
 from cache.vocab import MODALITIES
@@ -19,6 +20,7 @@ from extract.encoders.registry import (
     PAPER_IMAGE_ENCODER,
     load_encoder,
 )
+from extract.jobs import executor_map, extract_across_jobs
 from extract.run import extract_store
 
 
@@ -31,7 +33,7 @@ def parse_shard(ctx: click.Context, param: click.Parameter, value: str | None) -
     return int(match[1]), int(match[2])
 
 
-def plan_jobs(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modality: str | None, do_all: bool,
+def plan_stores(corpus_languages: tuple[str, ...], langs: tuple[str, ...], modality: str | None, do_all: bool,
               ) -> list[tuple[str, str | None]]:
     """The (modality, language) stores asked for, audio first."""
     if do_all:
@@ -110,10 +112,16 @@ def parse_layers(values: list[str]) -> list[int] | str | None:
 @click.option("--force", is_flag=True,
               help="Rebuild a store that was made from other inputs (encoder, layer, precision, corpus) instead of "
                    "refusing.")
+@click.option("--jobs", "n_jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With an --executor other than local: cut each store into N parts, one job each (job j encodes "
+                   "the batches j, j+N, ... that a local run forms, so the assembled store is byte-identical to a "
+                   "local one; docs/extraction.md) [default: --workers, else one per GPU, else one per core].")
+@executor_options
 @verbosity_options
 @user_errors
 def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, image_encoder, layer, layers, fmt, out,
-                     device, precision, batch_size, shard, skip_bad, force, progress) -> None:
+                     device, precision, batch_size, shard, skip_bad, force, progress, n_jobs,
+                     executor: ExecutorSpec) -> None:
     """Run frozen encoders once over a corpus and write float16 feature stores.
 
     \b
@@ -123,6 +131,8 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
     extract-features --lang en --encoder wavlm-base-plus --device cuda   the paper's audio encoder
 
     An interrupted run resumes when rerun with the same options; a complete store that matches is left as is.
+    With --executor each store is extracted as --jobs parts on that engine (docs/scale-out.md), giving the
+    same bytes; a failed or killed job is resumed by rerunning the command.
     A bad item stops the run naming it, its file and the reason (or is skipped with --skip-bad).
     Prints the path of each store.
     """
@@ -139,19 +149,35 @@ def extract_features(langs, modality, do_all, corpus, encoder, audio_encoder, im
         raise click.UsageError("--layer takes one hidden state and --layers several: give one of them")
     if layer_list is not None and (do_all or modality == "image"):
         raise click.UsageError("--layers is for audio stores (image stores hold one layer): use it with --lang")
+    if executor.kind == "local" and n_jobs is not None:
+        raise click.UsageError("--jobs cuts a store into jobs for an --executor (processes, dask, submitit): "
+                               "give one, or drop --jobs")
+    if executor.kind != "local" and shard is not None:
+        raise click.UsageError("--shard K/N extracts one shard here; with --executor the store is cut into --jobs "
+                               "parts and assembled: drop --shard")
     root = resolve_corpus(corpus)
     loaded = load_corpus(root, check_media=not skip_bad)
-    jobs = plan_jobs(loaded.languages, tuple(split_values(langs)), modality, do_all)
-    if out is not None and out.suffix in SUFFIX_FORMAT and len(jobs) > 1:
-        raise click.UsageError(f"--out {out} names one store but {len(jobs)} are to be written: give a folder")
+    stores = plan_stores(loaded.languages, tuple(split_values(langs)), modality, do_all)
+    if out is not None and out.suffix in SUFFIX_FORMAT and len(stores) > 1:
+        raise click.UsageError(f"--out {out} names one store but {len(stores)} are to be written: give a folder")
     target = out if out is not None else cache_dir(loaded.name)
+    if executor.kind != "local":
+        folder = target.parent if target.suffix in SUFFIX_FORMAT else target
+        executor = executor.with_defaults(log_folder=folder / "jobs")
+        count = n_jobs or executor.workers or default_workers()
+        for store_modality, lang in stores:
+            name = encoder or (audio_encoder if store_modality == "audio" else image_encoder)
+            options = {"layer": layer, "layers": layer_list, "device": device, "precision": precision}
+            click.echo(str(extract_across_jobs(loaded, store_modality, lang, name, options, target, fmt, batch_size,
+                                               count, skip_bad, force, progress, executor_map(executor, progress))))
+        return
     encoders = {}
-    for job_modality, lang in jobs:
-        name = encoder or (audio_encoder if job_modality == "audio" else image_encoder)
+    for store_modality, lang in stores:
+        name = encoder or (audio_encoder if store_modality == "audio" else image_encoder)
         if name not in encoders:
-            encoders[name] = load_encoder(name, modality=job_modality, layer=layer, device=device, precision=precision,
+            encoders[name] = load_encoder(name, modality=store_modality, layer=layer, device=device, precision=precision,
                                           layers=layer_list)
-        path = extract_store(loaded, job_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
+        path = extract_store(loaded, store_modality, lang, encoders[name], target, fmt=fmt, batch_size=batch_size,
                              shard=shard, skip_bad=skip_bad, force=force, progress=progress)
         click.echo(str(path))
 

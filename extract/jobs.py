@@ -16,7 +16,8 @@ encodes anything.
 
 How the jobs run is the caller's: ``extract_across_jobs`` takes a ``map_jobs(fn, jobs)`` that runs a
 picklable top-level ``fn`` on each job (in this process, a process pool, dask, submitit) and returns one
-``(ok, part_path_or_error_message)`` per job, in order.
+``(ok, part_path_or_error_message)`` per job, in order; ``executor_map`` makes one from ``cache.executors``
+(what ``extract-features --executor`` uses).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import torch
 
 from cache.atomic import write_json
 from cache.clitools import progress_bar
+from cache.executors import ExecutorSpec, Job, run_jobs
 from cache.files import remove_path
 from cache.provenance import Provenance
 from cache.store import FeatureStore, StoreWriter, open_store, open_writer
@@ -42,7 +44,7 @@ from extract.run import ExtractionError, GridPart, StorePlan, extract_store, gri
 
 log = logging.getLogger(__name__)
 
-ENCODER_OPTIONS = ("layer", "device", "precision")  # what load_encoder takes besides the name
+ENCODER_OPTIONS = ("layer", "layers", "device", "precision")  # what load_encoder takes besides the name
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read by the math libraries
 # Taken when this module is imported, not when the jobs are planned: a dask LocalCluster sets
 # MKL_NUM_THREADS=1 in the environment of the process that starts it, the lead's own, and keeps it set.
@@ -84,6 +86,7 @@ class ExtractionJob:
     threads: int
     thread_env: dict[str, str | None] = dataclasses.field(default_factory=dict)
     planned: dict[str, Any] | None = None
+    layers: tuple[int, ...] | str | None = None  # several hidden states along a layer axis (--layers)
 
     @property
     def label(self) -> str:
@@ -142,7 +145,7 @@ def run_extraction_job(job: ExtractionJob) -> Path:
         with threads_of(job.threads, job.thread_env):  # before the encoder loads: CTranslate2 reads them then
             corpus = load_corpus(job.corpus_root, check_media=False)  # the lead checked the media
             encoder = load_encoder(job.encoder, modality=job.modality, layer=job.layer, device=job.device,
-                                   precision=job.precision)
+                                   precision=job.precision, layers=job.layers)
             if job.planned is not None:
                 computed = plan_store(corpus, job.modality, job.lang, encoder, job.store, batch_size=job.batch_size)
                 differences = Provenance.from_dict(job.planned).mismatches(computed.provenance)
@@ -180,7 +183,7 @@ def extract_across_jobs(
     the one ``extract.run.extract_store`` writes (its ``created`` time aside).
 
     Arguments as ``extract_store``, except the encoder: its name and ``encoder_options`` (``layer``,
-    ``device``, ``precision``; load_encoder's defaults for the others), loaded here to name and describe
+    ``layers``, ``device``, ``precision``; load_encoder's defaults for the others), loaded here to name and describe
     the store and in every worker to encode. ``n_jobs`` is capped at the number of grid batches.
 
     A complete store that matches is returned at once (no jobs); one made from other inputs is refused
@@ -194,7 +197,9 @@ def extract_across_jobs(
     unknown = sorted(set(encoder_options) - set(ENCODER_OPTIONS))
     if unknown:
         raise ExtractionError(f"unknown encoder option(s) {', '.join(unknown)}: use {', '.join(ENCODER_OPTIONS)}")
-    options = {"layer": None, "device": "auto", "precision": "auto", **encoder_options}
+    options = {"layer": None, "layers": None, "device": "auto", "precision": "auto", **encoder_options}
+    if isinstance(options["layers"], list):
+        options["layers"] = tuple(options["layers"])
     encoder = load_encoder(encoder_name, modality=modality, **options)
     request = plan_store(corpus, modality, lang, encoder, out, fmt, batch_size)
     dim = encoder.dim
@@ -211,7 +216,7 @@ def extract_across_jobs(
             jobs = [ExtractionJob(corpus.root, modality, request.provenance.lang, encoder_name, options["layer"],
                                   options["device"], options["precision"], request.path, batch_size, index, count,
                                   skip_bad, force=False, threads=threads, thread_env=thread_env,
-                                  planned=request.provenance.to_dict())
+                                  planned=request.provenance.to_dict(), layers=options["layers"])
                     for index in range(count)]
             parts = [part_plan(request, GridPart(job.index, count), batch_size, job.part) for job in jobs]
             todo = [job for job, part in zip(jobs, parts) if not part_is_complete(part, dim)]
@@ -293,3 +298,13 @@ def assemble(writer: StoreWriter, request: StorePlan, parts: Sequence[StorePlan]
     finally:
         for store in stores:
             store.close()
+
+
+def executor_map(spec: ExecutorSpec, progress: bool = True) -> MapJobs:
+    """The ``map_jobs`` of ``extract_across_jobs`` on one of ``cache.executors``' engines: every job one
+    ``Job``, each outcome ``(ok, part path or the worker's error message)``."""
+    def map_jobs(fn: Callable[[ExtractionJob], Path], jobs: list[ExtractionJob]) -> list[tuple[bool, Any]]:
+        outcomes = run_jobs(spec, fn, [Job(job.label, (job,)) for job in jobs], progress=progress)
+        return [(outcome.ok, outcome.value if outcome.ok else outcome.error) for outcome in outcomes]
+
+    return map_jobs
