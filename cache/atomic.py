@@ -100,3 +100,15 @@ def save_figure(path: str | Path, figure, **savefig_kwargs) -> Path:
     """A matplotlib figure saved atomically; the format is taken from `path`'s suffix, not the temp name."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, **savefig_kwargs))
+
+
+def remove_leftovers(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed mid-way (``kill -9``, a lost node) left in `folder` and
+    its subfolders, and return them; `atomic_write` removes its own on any error it lives through.
+
+    Call it only while holding the folder's lock: a live writer's temporary file looks the same.
+    """
+    leftovers = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()] if Path(folder).is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 import cache
-from cache.atomic import atomic_write
+from cache.atomic import atomic_write, remove_leftovers
 from cache.clitools import progress_bar
 from cache.locks import exclusive, lock_file_for
 from cache.hardware import PRECISION_DTYPES, Precision, resolve_precision
@@ -424,6 +424,8 @@ def train_sweep(configs: list[RunConfig], runs_root: Path, name: str | None = No
                 if any(run_dir.iterdir()) and not RunFolder.is_run_folder(run_dir):
                     raise RunConfigError(f"{run_dir} is not a run folder (no config.json); --force will not delete it")
                 shutil.rmtree(run_dir)
+            for leftover in remove_leftovers(run_dir):  # from a write killed mid-way: never read, only clutter
+                log.info("removed %s, left by an interrupted write", leftover)
             done.append(train_run(config, run_dir, stores, progress))
         if on_done is not None:
             on_done(done[-1])

@@ -155,3 +155,20 @@ def test_weights_fingerprint_follows_the_file(trained, tmp_path):
     (copy / "best.safetensors").unlink()
     with pytest.raises(RunFolderError, match="has not finished an epoch"):
         run.weights_fingerprint()
+
+
+def test_a_resumed_run_removes_what_a_write_killed_mid_way_left(tmp_path):
+    from click.testing import CliRunner
+
+    from train.cli import train_heads
+
+    cache = write_tiny_cache(tmp_path / "cache")
+    args = ["--cache", str(cache), "--langs", "en", "--width", "64", "--epochs", "2", "--batch-size", "8",
+            "--device", "cpu", "--out", str(tmp_path / "runs"), "--quiet"]
+    first = CliRunner().invoke(train_heads, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    run_dir = next((tmp_path / "runs").iterdir())
+    leftover = run_dir / ".last.safetensors.x1y2.tmp"  # as cache.atomic names a write in progress
+    leftover.write_bytes(b"half a checkpoint")
+    again = CliRunner().invoke(train_heads, args, catch_exceptions=False)
+    assert again.exit_code == 0 and not leftover.exists()
