@@ -12,7 +12,8 @@ folder). A step that fails is recorded with its error and the others still run (
 
 1. extraction: `extract-features` on a small synthetic corpus (tests/extract/corpus_fixtures.py) with tiny
    random-weight WavLM, ResNet and ViT models (tests/extract/tiny_models.py) and with the offline pair
-   (whisper-base, efficientnet-lite0: the `demo` extra's weights), on the CPU (the reference, fp32) and on the
+   (whisper-base, efficientnet-lite0: the `demo` extra's weights; and whisper-base-hf, the same Whisper weights
+   in transformers, every hidden layer), on the CPU (the reference, fp32) and on the
    device in fp32 and in its `auto` precision. Each device store is compared with the CPU store of the same
    items: relative difference ||device - cpu|| / ||cpu|| over all features; fp32 must agree within 1e-2 (TF32
    convolutions and another kernel order, not a bug), the auto (bf16) one is reported.
@@ -205,6 +206,7 @@ def extraction(report: Report, device: str, sizes: Sizes, work: Path) -> None:
         "tiny ViT": ["--modality", "image", "--encoder", vit],
         "offline pair (whisper-base + efficientnet-lite0)": ["--all", "--audio-encoder", "whisper-base",
                                                               "--image-encoder", "efficientnet-lite0"],
+        "whisper-base-hf, every layer": ["--lang", "en", "--encoder", "whisper-base-hf", "--layers", "all"],
     }
     sides = [("cpu", "cpu", "auto"), ("device fp32", device, "fp32")]
     if device != "cpu":

@@ -37,8 +37,8 @@ def test_smoke_mode_runs_every_step_and_writes_every_figure(tmp_path):
     extraction = check["steps"]["extraction"]
     assert extraction["status"] == "ok", extraction
     compared = [f for f in extraction["figures"] if "relative_difference" in f]
-    # tiny WavLM + ResNet (en, fr, image), tiny ViT (image), the offline pair (en, fr, image)
-    assert len(compared) == 7
+    # tiny WavLM + ResNet (en, fr, image), tiny ViT (image), the offline pair (en, fr, image), whisper-base-hf (en)
+    assert len(compared) == 8
     assert all(f["within_tolerance"] and f["relative_difference"] <= 1e-2 for f in compared)
     assert {f["store"] for f in compared} >= {"audio-en.tiny-wavlm.h5", "image.tiny-vit.h5",
                                               "audio-fr.whisper-base.h5", "image.efficientnet-lite0.h5"}
