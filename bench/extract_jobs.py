@@ -117,8 +117,9 @@ def thread_determinism(name: str, encoder: str, modality: str, corpus: Path, arg
                 runs.setdefault((threads, label), []).append(encode_in_fresh_process(spec, env))
     low, high = args.threads[0], args.threads[-1]
     row: dict[str, Any] = {"encoder": name, "threads": [low, high], **differences(runs[(low, "")][0], runs[(high, "")][0])}
-    row["repeat_differ_fp32"] = {str(t): (differences(runs[(t, "")][0], runs[(t, "")][1])["differ_fp32"]
-                                          if args.runs > 1 else None) for t in (low, high)}
+    # per count, the most items any later run differs in from the first (None: one run, not checked)
+    row["repeat_differ_fp32"] = {str(t): max((differences(runs[(t, "")][0], other)["differ_fp32"]
+                                              for other in runs[(t, "")][1:]), default=None) for t in (low, high)}
     for env in variants[1:]:
         label = ",".join(f"{k}={v}" for k, v in env.items())
         row.setdefault("env_variants", {})[label] = differences(runs[(high, "")][0], runs[(high, label)][0])
@@ -253,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.jobs = args.jobs or (2 if args.quick else 4)
     if min(args.threads) < 1 or args.runs < 1 or args.batch_size < 1 or args.jobs < 1 or args.workers < 1:
         parser.error("--threads, --runs, --batch-size, --jobs and --workers must be at least 1")
+    if args.threads[0] == args.threads[1]:
+        parser.error(f"--threads compares two different counts, not {args.threads[0]} with itself (e.g. --threads 1 2)")
     return args
 
 
