@@ -7,7 +7,8 @@ the run keeps in `layer_weights.json`). Two outputs:
 - **A layer sweep** (runs of the same training languages and width at two or more layers): familiar and ME
   accuracy per layer, mean ± s.e. over seeds (ddof=1, as Table 1), one row per (layer, model, width, test
   language) in `layers.csv`, drawn against the layer in `layers.png` (a weighted-sum run as a horizontal
-  line: what the learned mix gives, next to each single layer). This is the encoder ablation the paper did
+  line: what the learned mix gives, next to each single layer), and as a Markdown table in `layers.md`
+  (what the README quotes). This is the encoder ablation the paper did
   not run: which hidden states carry what mutual exclusivity needs.
 - **Layer weights** of every weighted-sum run: `layer_weights.csv` (one row per run and layer) and a bar
   plot per run (`<run>/analysis/layer_weights.png`) and for the study (`layer_weights.png`, mean over seeds
@@ -93,6 +94,29 @@ def layer_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
             row[f"{test}_se"] = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
         rows.append(row)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+MARKDOWN_HEADER = ["Layer", "Training languages", "Test language", "Width", "Familiar (%)", "ME (%)", "Seeds"]
+
+
+def _cell(mean: float, se: float) -> str:
+    """`mean ± s.e.` to one decimal, as Table 1 prints it; the mean alone for one seed, `–` for no value."""
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.1f}" if np.isnan(se) else f"{mean:.1f} ± {se:.1f}"
+
+
+def layers_markdown(summary: pd.DataFrame) -> str:
+    """`layers.csv` as a GitHub-flavoured Markdown table, rows in layer order within each model and test
+    language, the weighted sum last."""
+    ordered = summary.sort_values(["train_langs", "width", "test_lang", "layer_order"], kind="stable")
+    lines = ["| " + " | ".join(MARKDOWN_HEADER) + " |", "|" + "---|" * len(MARKDOWN_HEADER)]
+    for r in ordered.itertuples():
+        layer = "weighted sum" if r.layer == WEIGHTED else str(r.layer)
+        cells = [layer, r.train_langs.upper(), r.test_lang.upper(), str(r.width),
+                 _cell(r.familiar_mean, r.familiar_se), _cell(r.me_mean, r.me_se), str(r.n_seeds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def is_sweep(summary: pd.DataFrame) -> bool:
@@ -191,13 +215,14 @@ def plot_layer_weights(weights: pd.DataFrame, path: Path, title: str) -> Path:
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def study_layers(runs, out_dir: Path) -> dict[str, Path]:
-    """layers.csv (+ layers.png for a layer sweep) from the runs' accuracy.csv; layer_weights.csv,
+    """layers.csv and layers.md (+ layers.png for a layer sweep) from the runs' accuracy.csv; layer_weights.csv,
     layer_weights.png and each weighted run's analysis/layer_weights.png. Raises `LayerAnalysisError`
     when no run chose a layer."""
-    from cache.atomic import write_csv
+    from cache.atomic import write_csv, write_text
 
     summary = layer_summary(layer_accuracy(runs))
-    written = {"layers": write_csv(out_dir / "layers.csv", summary)}
+    written = {"layers": write_csv(out_dir / "layers.csv", summary),
+               "layers_md": write_text(out_dir / "layers.md", layers_markdown(summary))}
     if is_sweep(summary):
         written["layers_figure"] = plot_layers(summary, out_dir / "layers.png")
     weights = layer_weights_frame(runs)

@@ -100,3 +100,16 @@ def test_analyse_layers_alone_and_without_layer_runs(study, tmp_path):
     refused = CliRunner().invoke(analyse, ["layers", str(plain), "--out", str(tmp_path / "none")])
     assert refused.exit_code == 1 and "no run of the study chose an encoder layer" in refused.output
     assert "Traceback" not in refused.output and not (tmp_path / "none" / "layers.csv").exists()
+
+
+def test_layers_md_quotes_layers_csv_in_layer_order(study):
+    """layers.md (what the README quotes) has one row per layers.csv row, in layer order, weighted sum last."""
+    out = study / "report"
+    table = pd.read_csv(out / "layers.csv", dtype={"layer": str})
+    lines = (out / "layers.md").read_text().splitlines()
+    assert lines[0].startswith("| Layer |") and len(lines) == 2 + len(table)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[0] for row in rows] == ["0", "1", "2", "weighted sum"]
+    for row, r in zip(rows, table.itertuples()):
+        assert row[1:4] == ["EN", "EN", "64"] and row[6] == "1"
+        assert row[4] == f"{r.familiar_mean:.1f}" and row[5] == f"{r.me_mean:.1f}"  # one seed: no ± s.e.
