@@ -78,17 +78,20 @@ demo-layers: venv system-deps npm-deps
 	time $(BIN)/vgsme-demo-corpus
 	time $(BIN)/extract-features --corpus demo --lang en --encoder whisper-base-hf --layers all
 	time $(BIN)/extract-features --corpus demo --modality image
-	time $(BIN)/train-heads --corpus demo --langs en --audio-layer $(DEMO_LAYERS) --seeds $(DEMO_SEEDS) \
+	time $(BIN)/train-heads --corpus demo --langs en --audio-encoder whisper-base-hf --audio-layer $(DEMO_LAYERS) --seeds $(DEMO_SEEDS) \
 		$(DEMO_TRAIN_OPTS) --study demo-layers
 	time $(BIN)/analyse all --study demo-layers
 
-# Copy the demo's Table 1 and figures next to the README (run after `make demo` and `make demo-exposure`).
+# Copy the demo's Table 1 and figures next to the README (run after `make demo`, `make demo-exposure` and
+# `make demo-layers`).
 readme-results:
 	mkdir -p docs/demo
 	cp $(VGSME_HOME)/reports/demo/table1.md $(VGSME_HOME)/reports/demo/variance.png docs/demo/
 	cp $(VGSME_HOME)/runs/demo/en+nl-w128-s0/analysis/pca.png docs/demo/pca.png
 	cp $(VGSME_HOME)/reports/demo-exposure/exposure.png $(VGSME_HOME)/reports/demo-exposure/trajectory.png docs/demo/
 	cp $(VGSME_HOME)/reports/demo-exposure/table1.md docs/demo/table1-exposure.md
+	cp $(VGSME_HOME)/reports/demo-layers/layers.png $(VGSME_HOME)/reports/demo-layers/layers.md \
+		$(VGSME_HOME)/reports/demo-layers/layer_weights.png docs/demo/
 
 test: venv test-system-deps npm-deps
 	$(BIN)/python -m pytest -q
