@@ -126,7 +126,9 @@ def is_sweep(summary: pd.DataFrame) -> bool:
 
 def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
     """Familiar (dashed) and ME (solid) accuracy against the hidden state, one panel per test language, one
-    colour per model; ± s.e. over seeds as bands; a weighted-sum run as a horizontal line; chance dotted."""
+    colour per model; ± s.e. over seeds as bands; chance dotted. A weighted-sum run is a hollow marker with
+    its s.e. at its own tick right of the last layer: as a horizontal line it hid under the chance line
+    whenever its ME was near 50 % (as on the demo)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,6 +142,12 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
     models = sorted(set(zip(summary["train_langs"], summary["width"])))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     styles = {"me": ("-", "o", "ME"), "familiar": ("--", "s", "familiar")}
+    layer_ticks = sorted(set(summary.loc[summary["layer"] != WEIGHTED, "layer_order"]))
+    weighted_x = (max(layer_ticks) + 1) if layer_ticks else 0
+    ticks, tick_labels = list(layer_ticks), [str(t) for t in layer_ticks]
+    if (summary["layer"] == WEIGHTED).any():
+        ticks.append(weighted_x)
+        tick_labels.append("weighted\nsum")
     for ax, lang in zip(axes[0], langs):
         panel = summary[summary["test_lang"] == lang]
         for (train_langs, width), line in panel.groupby(["train_langs", "width"], sort=True):
@@ -153,13 +161,15 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
                     ax.plot(x, mean, dash, marker=marker, color=colour, lw=1.4, ms=4, label=label)
                     ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.18, lw=0)
                 for r in mixed.itertuples():
-                    ax.axhline(getattr(r, f"{test}_mean"), color=colour, ls=dash, lw=0.9, alpha=0.8,
-                               label=f"{label}, weighted sum")
+                    se = getattr(r, f"{test}_se")
+                    ax.errorbar(weighted_x, getattr(r, f"{test}_mean"), yerr=0 if np.isnan(se) else se,
+                                fmt=marker, ms=6, mfc="white", color=colour, capsize=3, lw=1.2,
+                                label=f"{label}, weighted sum")
         ax.axhline(50, color="grey", lw=0.8, ls=":", label="chance")
         ax.set_title(f"test {lang.upper()}", fontsize=10)
         ax.set_xlabel("encoder hidden state (0 = input embeddings)")
         ax.set_ylabel("accuracy (%)" if ax is axes[0][0] else "")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(ticks, tick_labels)
         sns.despine(ax=ax)
     unique = {}
     for ax in axes.flat:
@@ -205,10 +215,11 @@ def plot_layer_weights(weights: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_xlabel("encoder hidden state (0 = input embeddings)")
     ax.set_ylabel("softmax weight")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    # beside the axes: inside, "best" put it on the bars (near-uniform weights fill the whole plot)
+    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     sns.despine(ax=ax)
     fig.tight_layout()
-    save_figure(path, fig, dpi=100)
+    save_figure(path, fig, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
