@@ -23,12 +23,16 @@ DEMO_TRAIN_OPTS ?= --width 128 --epochs 20 --logit-mode cap --lr 2e-3
 # The exposure demo: EN+FR at three language ratios, every epoch's weights kept (docs/analyses.md, "Learning
 # trajectories"), under the matched budget (as many anchors per epoch as a monolingual English run).
 DEMO_EXPOSURE_RATIOS ?= 75:25 50:50 25:75
+# The encoder-layer ablation: English heads on each of Whisper-base's 7 hidden states (0 = input embeddings,
+# 6 = the final output), and on their learned softmax-weighted sum (docs/training.md, "Encoder layers").
+DEMO_LAYERS ?= 0..6 weighted
 
-.PHONY: demo demo-exposure test venv system-deps test-system-deps npm-deps bench gpu-check clean help readme-results
+.PHONY: demo demo-exposure demo-layers test venv system-deps test-system-deps npm-deps bench gpu-check clean help readme-results
 
 help:
 	@echo "make demo   build the demo corpus, extract features, train, analyse, report"
 	@echo "make demo-exposure  the demo corpus, an EN+FR language-ratio study with learning trajectories"
+	@echo "make demo-layers  the demo corpus, English heads on each Whisper-base encoder layer and their weighted sum"
 	@echo "make test   run the test suite"
 	@echo "make bench  run the speed benchmarks under bench/"
 	@echo "make gpu-check  the GPU check in one call (<= 5 min on one GPU; docs/gpu.md)"
@@ -68,13 +72,26 @@ demo-exposure: venv system-deps npm-deps
 		$(DEMO_TRAIN_OPTS) --save-epochs --study demo-exposure
 	time $(BIN)/analyse all --study demo-exposure
 
-# Copy the demo's Table 1 and figures next to the README (run after `make demo` and `make demo-exposure`).
+# The English audio again with whisper-base-hf, every hidden state in one store; the images are those of `make demo`
+# (reused when that store exists).
+demo-layers: venv system-deps npm-deps
+	time $(BIN)/vgsme-demo-corpus
+	time $(BIN)/extract-features --corpus demo --lang en --encoder whisper-base-hf --layers all
+	time $(BIN)/extract-features --corpus demo --modality image
+	time $(BIN)/train-heads --corpus demo --langs en --audio-encoder whisper-base-hf --audio-layer $(DEMO_LAYERS) --seeds $(DEMO_SEEDS) \
+		$(DEMO_TRAIN_OPTS) --study demo-layers
+	time $(BIN)/analyse all --study demo-layers
+
+# Copy the demo's Table 1 and figures next to the README (run after `make demo`, `make demo-exposure` and
+# `make demo-layers`).
 readme-results:
 	mkdir -p docs/demo
 	cp $(VGSME_HOME)/reports/demo/table1.md $(VGSME_HOME)/reports/demo/variance.png docs/demo/
 	cp $(VGSME_HOME)/runs/demo/en+nl-w128-s0/analysis/pca.png docs/demo/pca.png
 	cp $(VGSME_HOME)/reports/demo-exposure/exposure.png $(VGSME_HOME)/reports/demo-exposure/trajectory.png docs/demo/
 	cp $(VGSME_HOME)/reports/demo-exposure/table1.md docs/demo/table1-exposure.md
+	cp $(VGSME_HOME)/reports/demo-layers/layers.png $(VGSME_HOME)/reports/demo-layers/layers.md \
+		$(VGSME_HOME)/reports/demo-layers/layer_weights.png docs/demo/
 
 test: venv test-system-deps npm-deps
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,8 @@ the run keeps in `layer_weights.json`). Two outputs:
 - **A layer sweep** (runs of the same training languages and width at two or more layers): familiar and ME
   accuracy per layer, mean ± s.e. over seeds (ddof=1, as Table 1), one row per (layer, model, width, test
   language) in `layers.csv`, drawn against the layer in `layers.png` (a weighted-sum run as a horizontal
-  line: what the learned mix gives, next to each single layer). This is the encoder ablation the paper did
+  line: what the learned mix gives, next to each single layer), and as a Markdown table in `layers.md`
+  (what the README quotes). This is the encoder ablation the paper did
   not run: which hidden states carry what mutual exclusivity needs.
 - **Layer weights** of every weighted-sum run: `layer_weights.csv` (one row per run and layer) and a bar
   plot per run (`<run>/analysis/layer_weights.png`) and for the study (`layer_weights.png`, mean over seeds
@@ -95,6 +96,29 @@ def layer_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+MARKDOWN_HEADER = ["Layer", "Training languages", "Test language", "Width", "Familiar (%)", "ME (%)", "Seeds"]
+
+
+def _cell(mean: float, se: float) -> str:
+    """`mean ± s.e.` to one decimal, as Table 1 prints it; the mean alone for one seed, `–` for no value."""
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.1f}" if np.isnan(se) else f"{mean:.1f} ± {se:.1f}"
+
+
+def layers_markdown(summary: pd.DataFrame) -> str:
+    """`layers.csv` as a GitHub-flavoured Markdown table, rows in layer order within each model and test
+    language, the weighted sum last."""
+    ordered = summary.sort_values(["train_langs", "width", "test_lang", "layer_order"], kind="stable")
+    lines = ["| " + " | ".join(MARKDOWN_HEADER) + " |", "|" + "---|" * len(MARKDOWN_HEADER)]
+    for r in ordered.itertuples():
+        layer = "weighted sum" if r.layer == WEIGHTED else str(r.layer)
+        cells = [layer, r.train_langs.upper(), r.test_lang.upper(), str(r.width),
+                 _cell(r.familiar_mean, r.familiar_se), _cell(r.me_mean, r.me_se), str(r.n_seeds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def is_sweep(summary: pd.DataFrame) -> bool:
     """Whether some model (training languages, width) was trained at two or more layers."""
     return bool((summary.groupby(["train_langs", "width"])["layer"].nunique() > 1).any())
@@ -102,7 +126,9 @@ def is_sweep(summary: pd.DataFrame) -> bool:
 
 def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
     """Familiar (dashed) and ME (solid) accuracy against the hidden state, one panel per test language, one
-    colour per model; ± s.e. over seeds as bands; a weighted-sum run as a horizontal line; chance dotted."""
+    colour per model; ± s.e. over seeds as bands; chance dotted. A weighted-sum run is a hollow marker with
+    its s.e. at its own tick right of the last layer: as a horizontal line it hid under the chance line
+    whenever its ME was near 50 % (as on the demo)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,6 +142,12 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
     models = sorted(set(zip(summary["train_langs"], summary["width"])))
     palette = dict(zip(models, sns.color_palette("colorblind", len(models))))
     styles = {"me": ("-", "o", "ME"), "familiar": ("--", "s", "familiar")}
+    layer_ticks = sorted(set(summary.loc[summary["layer"] != WEIGHTED, "layer_order"]))
+    weighted_x = (max(layer_ticks) + 1) if layer_ticks else 0
+    ticks, tick_labels = list(layer_ticks), [str(t) for t in layer_ticks]
+    if (summary["layer"] == WEIGHTED).any():
+        ticks.append(weighted_x)
+        tick_labels.append("weighted\nsum")
     for ax, lang in zip(axes[0], langs):
         panel = summary[summary["test_lang"] == lang]
         for (train_langs, width), line in panel.groupby(["train_langs", "width"], sort=True):
@@ -129,13 +161,15 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
                     ax.plot(x, mean, dash, marker=marker, color=colour, lw=1.4, ms=4, label=label)
                     ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.18, lw=0)
                 for r in mixed.itertuples():
-                    ax.axhline(getattr(r, f"{test}_mean"), color=colour, ls=dash, lw=0.9, alpha=0.8,
-                               label=f"{label}, weighted sum")
+                    se = getattr(r, f"{test}_se")
+                    ax.errorbar(weighted_x, getattr(r, f"{test}_mean"), yerr=0 if np.isnan(se) else se,
+                                fmt=marker, ms=6, mfc="white", color=colour, capsize=3, lw=1.2,
+                                label=f"{label}, weighted sum")
         ax.axhline(50, color="grey", lw=0.8, ls=":", label="chance")
         ax.set_title(f"test {lang.upper()}", fontsize=10)
         ax.set_xlabel("encoder hidden state (0 = input embeddings)")
         ax.set_ylabel("accuracy (%)" if ax is axes[0][0] else "")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(ticks, tick_labels)
         sns.despine(ax=ax)
     unique = {}
     for ax in axes.flat:
@@ -181,23 +215,25 @@ def plot_layer_weights(weights: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_xlabel("encoder hidden state (0 = input embeddings)")
     ax.set_ylabel("softmax weight")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    # beside the axes: inside, "best" put it on the bars (near-uniform weights fill the whole plot)
+    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     sns.despine(ax=ax)
     fig.tight_layout()
-    save_figure(path, fig, dpi=100)
+    save_figure(path, fig, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 # ------------------------------------------------------------------------------------------ binding to runs
 def study_layers(runs, out_dir: Path) -> dict[str, Path]:
-    """layers.csv (+ layers.png for a layer sweep) from the runs' accuracy.csv; layer_weights.csv,
+    """layers.csv and layers.md (+ layers.png for a layer sweep) from the runs' accuracy.csv; layer_weights.csv,
     layer_weights.png and each weighted run's analysis/layer_weights.png. Raises `LayerAnalysisError`
     when no run chose a layer."""
-    from cache.atomic import write_csv
+    from cache.atomic import write_csv, write_text
 
     summary = layer_summary(layer_accuracy(runs))
-    written = {"layers": write_csv(out_dir / "layers.csv", summary)}
+    written = {"layers": write_csv(out_dir / "layers.csv", summary),
+               "layers_md": write_text(out_dir / "layers.md", layers_markdown(summary))}
     if is_sweep(summary):
         written["layers_figure"] = plot_layers(summary, out_dir / "layers.png")
     weights = layer_weights_frame(runs)

@@ -243,7 +243,7 @@ def section_layers(out_dir: Path) -> str:
     figure = out_dir / "layers.png"
     if figure.exists():
         parts.append(_figure(figure, "accuracy per layer", "ME (solid) and familiar (dashed) accuracy against the "
-                             "encoder layer, ± s.e. over seeds as bands; a weighted-sum run as a horizontal line; "
+                             "encoder layer, ± s.e. over seeds as bands; a weighted-sum run as a hollow marker at its own tick; "
                              "dotted: chance (50 %)."))
     weights = out_dir / "layer_weights.png"
     if weights.exists():

@@ -100,3 +100,32 @@ def test_analyse_layers_alone_and_without_layer_runs(study, tmp_path):
     refused = CliRunner().invoke(analyse, ["layers", str(plain), "--out", str(tmp_path / "none")])
     assert refused.exit_code == 1 and "no run of the study chose an encoder layer" in refused.output
     assert "Traceback" not in refused.output and not (tmp_path / "none" / "layers.csv").exists()
+
+
+def test_layers_md_quotes_layers_csv_in_layer_order(study):
+    """layers.md (what the README quotes) has one row per layers.csv row, in layer order, weighted sum last."""
+    out = study / "report"
+    table = pd.read_csv(out / "layers.csv", dtype={"layer": str})
+    lines = (out / "layers.md").read_text().splitlines()
+    assert lines[0].startswith("| Layer |") and len(lines) == 2 + len(table)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[0] for row in rows] == ["0", "1", "2", "weighted sum"]
+    for row, r in zip(rows, table.itertuples()):
+        assert row[1:4] == ["EN", "EN", "64"] and row[6] == "1"
+        assert row[4] == f"{r.familiar_mean:.1f}" and row[5] == f"{r.me_mean:.1f}"  # one seed: no ± s.e.
+
+
+def test_the_weighted_sum_has_its_own_tick_not_a_line_on_the_chance_line(study, monkeypatch):
+    """On the demo the weighted sum's ME was about 50 %: drawn as a horizontal line it hid under chance."""
+    import cache.atomic
+    from analyse.layers import plot_layers
+
+    drawn = {}
+    monkeypatch.setattr(cache.atomic, "save_figure", lambda path, fig, **kw: drawn.setdefault("fig", fig))
+    summary = pd.read_csv(study / "report" / "layers.csv", dtype={"layer": str})
+    plot_layers(summary, study / "unused.png")
+    ax = drawn["fig"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "weighted\nsum"]
+    weighted = summary.set_index("layer").loc["weighted"]
+    points = {tuple(np.round(line.get_xydata()[0], 6)) for line in ax.lines if len(line.get_xydata()) == 1}
+    assert (3.0, round(weighted["me_mean"], 6)) in points and (3.0, round(weighted["familiar_mean"], 6)) in points
