@@ -352,3 +352,7 @@ def all_(targets, study, out, device, precision, episode_seed, per_concept, prog
         _say(label, path)
     click.echo(written["table1_md"].read_text())
     click.echo(f"analysed {len(runs)} runs in {time.perf_counter() - started:.0f} s; report: {written['report']}")
+
+
+if __name__ == "__main__":
+    analyse()

@@ -44,3 +44,7 @@ def demo_corpus(out: Path | None, seed: int, scale: float, langs: tuple[str, ...
                    f"{result.n_images} pictures ({n_images} per concept) in {result.seconds:.0f} s", err=True)
     else:
         click.echo(f"{result.root} is already complete with these parameters: nothing to do", err=True)
+
+
+if __name__ == "__main__":
+    demo_corpus()
