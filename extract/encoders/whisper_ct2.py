@@ -15,7 +15,7 @@ import torch
 
 from cache.hardware import resolve_device, resolve_precision
 from extract.encoders.base import CPU_AUTO_PRECISION, EncoderUnavailable
-from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, check_length, frames, input_preprocessing
+from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, batch_mels, frames, input_preprocessing
 from extract.encoders.whisper_weights import assemble_model, weights_fingerprint
 
 NAME = "whisper-base"
@@ -68,10 +68,7 @@ class WhisperCT2Encoder:
         return frames(n_samples)
 
     def encode(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
-        lengths = [len(np.asarray(wave).reshape(-1)) for wave in batch]
-        for n in lengths:
-            check_length(n)
-        mels = [self.log_mel(wave) for wave in batch]
+        lengths, mels = batch_mels(self.log_mel, batch)
         out: list[np.ndarray | None] = [None] * len(mels)
         groups: dict[int, list[int]] = {}
         for i, mel in enumerate(mels):

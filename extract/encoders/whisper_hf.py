@@ -27,7 +27,7 @@ import torch
 from extract.encoders.base import EncoderUnavailable, resolve_compute
 from extract.encoders.ct2_model_bin import ModelBinError, read_model_bin
 from extract.encoders.hf import check_layer, layer_description
-from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, check_length, frames, input_preprocessing
+from extract.encoders.whisper_input import MIN_SAMPLES, LogMel, batch_mels, frames, input_preprocessing
 from extract.encoders.whisper_weights import assemble_model, weights_fingerprint
 
 if TYPE_CHECKING:
@@ -202,10 +202,7 @@ class WhisperHFEncoder:
 
     def encode(self, batch: Sequence[np.ndarray]) -> list[np.ndarray]:
         """(T_i, 512) float32 arrays, or (T_i, L, 512) with ``layers``; T_i = ``frames(len(wave_i))``."""
-        lengths = [len(np.asarray(wave).reshape(-1)) for wave in batch]
-        for n in lengths:
-            check_length(n)
-        mels = [self.log_mel(wave) for wave in batch]
+        lengths, mels = batch_mels(self.log_mel, batch)
         counts = [frames(n) for n in lengths]
         padded = np.zeros((len(mels), mels[0].shape[0], 2 * max(counts)), dtype=np.float32)
         for i, mel in enumerate(mels):

@@ -8,7 +8,7 @@ first zero-padded to a multiple of 320 samples so that the encoder yields exactl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -61,3 +61,12 @@ def input_preprocessing() -> dict[str, Any]:
         "to a multiple of 320 samples",
         "frames": "ceil(n_samples / 320)",
     }
+
+
+def batch_mels(log_mel: LogMel, batch: Sequence[np.ndarray]) -> tuple[list[int], list[np.ndarray]]:
+    """Each waveform's length in samples (checked: too short or too long is refused) and its log-mel, the
+    input both Whisper engines start from."""
+    lengths = [len(np.asarray(wave).reshape(-1)) for wave in batch]
+    for n in lengths:
+        check_length(n)
+    return lengths, [log_mel(wave) for wave in batch]
