@@ -336,7 +336,7 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cache.atomic import save_figure
+    from analyse.figures import save_with_shared_legend
 
     untrained = summary[summary["value"] == UNTRAINED_VALUE]
     summary = summary[summary["value"] != UNTRAINED_VALUE]
@@ -376,15 +376,7 @@ def plot_exposure(summary: pd.DataFrame, path: Path) -> Path:
             ax.set_xlabel(condition.replace("_", " ") + _AXIS_NOTES.get(condition, ""))
             ax.set_ylabel("accuracy (%)" if col == 0 else "")
             sns.despine(ax=ax)
-    unique = {}  # every model's lines, once, whichever panel they are in; chance last
-    for ax in axes.flat:
-        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()) if label != "chance")
-    unique["chance"] = axes[0][0].get_legend_handles_labels()[0][-1]
-    fig.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    save_figure(path, fig, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_with_shared_legend(fig, axes, path, last="chance")
 
 
 # ------------------------------------------------------------------------------------------ binding to runs

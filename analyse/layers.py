@@ -135,7 +135,7 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from cache.atomic import save_figure
+    from analyse.figures import save_with_shared_legend
 
     langs = sorted(set(summary["test_lang"]))
     fig, axes = plt.subplots(1, len(langs), figsize=(4.6 * len(langs), 3.4), squeeze=False, sharey=True)
@@ -171,14 +171,7 @@ def plot_layers(summary: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("accuracy (%)" if ax is axes[0][0] else "")
         ax.set_xticks(ticks, tick_labels)
         sns.despine(ax=ax)
-    unique = {}
-    for ax in axes.flat:
-        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
-    fig.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    save_figure(path, fig, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_with_shared_legend(fig, axes, path)
 
 
 # ------------------------------------------------------------------------------------------ layer weights

@@ -178,6 +178,8 @@ def plot_trajectory(frame: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from analyse.figures import save_with_shared_legend
+
     tests = [t for t in TESTS if t in set(frame["test"])]
     langs = sorted(set(frame["lang"]))
     fig, axes = plt.subplots(len(tests), len(langs), figsize=(4.2 * len(langs), 3.2 * len(tests)), squeeze=False,
@@ -201,14 +203,7 @@ def plot_trajectory(frame: pd.DataFrame, path: Path) -> Path:
             ax.set_xlabel("epoch (0: untrained)" if row == len(tests) - 1 else "")
             ax.set_ylabel("accuracy (%)" if col == 0 else "")
             sns.despine(ax=ax)
-    unique = {}
-    for ax in axes.flat:
-        unique.update((label, handle) for handle, label in zip(*ax.get_legend_handles_labels()))
-    fig.legend(unique.values(), unique.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    atomic.save_figure(path, fig, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_with_shared_legend(fig, axes, path)
 
 
 # ------------------------------------------------------------------------------------------ the study
