@@ -93,6 +93,13 @@ class ExecutorSpec:
                                 "scheduler's own workers run the jobs: drop them")
 
     @property
+    def remote(self) -> bool:
+        """The jobs run on other machines (SLURM nodes, a running Dask scheduler's workers): what hardware they
+        have is known only there, so a job resolves `--device`/`--precision auto` itself, and a submitting
+        machine without a GPU (a login node) may still send jobs to GPUs."""
+        return (self.kind == "submitit" and self.cluster == "slurm") or (self.kind == "dask" and bool(self.dask_scheduler))
+
+    @property
     def cluster(self) -> str:
         """The submitit cluster: `slurm` unless `local` was asked for."""
         return self.submitit_cluster or "slurm"

@@ -175,14 +175,18 @@ def train_heads(langs, configs, seeds, widths, corpus, cache_folder, audio_store
         raise click.ClickException("--allow-changed-stores goes with --from RUN (a run's recorded stores)")
     if sweep_file is not None:
         sweep_file.check_command_line(ctx)
-    device = resolve_device(device)
-    chosen = choose_precision(precision, device, reference)
-    click.echo(f"precision: {chosen.name} ({chosen.reason})", err=True)
+    if executor.remote:  # the jobs' machines decide; a job records what it resolved in its config.json
+        click.echo(f"device {device}, precision {precision}: resolved in each job, on its machine", err=True)
+    else:
+        device = resolve_device(device)
+        chosen = choose_precision(precision, device, reference)
+        click.echo(f"precision: {chosen.name} ({chosen.reason})", err=True)
+        precision = chosen.name
     plan = plan_sweep(split_values(langs), split_values(configs), split_values(seeds), split_values(widths),
                       cache_folder or layout.cache_dir(corpus), list(audio_store_opts),
                       split_values([image_store]) if image_store else [], audio_encoder, image_encoder,
                       device, epochs=epochs, batch_size=batch_size, lr_max=lr_max,
-                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=chosen.name,
+                      negatives_mode=negatives_mode, logit_mode=logit_mode, precision=precision,
                       reference=reference,
                       equal_steps=equal_steps, exclude_concepts=split_values(exclude_concepts),
                       exposures=sweep_exposures(split_values(ratios), split_values(budgets), split_values(onsets),

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from cache.executors import ExecutorSpec, Job, run_jobs
-from train.loop import LoadedStores
+from cache.hardware import resolve_device
+from train.loop import LoadedStores, choose_precision
 from train.runs import RunConfig, RunConfigError
 from train.sweep import SweepPlan, SweepResult, train_one
 
@@ -22,10 +23,14 @@ def train_job(config: RunConfig, runs_root: str, name: str | None, force: bool) 
     """Train one run in this worker (a job of `train_on_executor`); whether it was complete already.
 
     A CUDA device becomes `cuda`: the executor chose this worker's GPU (CUDA_VISIBLE_DEVICES), so an index
-    picked on the submitting machine means nothing here (the device does not change a run's identity).
+    picked on the submitting machine means nothing here (the device does not change a run's identity). A job
+    sent to other machines (`ExecutorSpec.remote`) resolves `auto` device and precision here, on the hardware
+    it trains on, by the rules a local run follows.
     """
-    if config.device.startswith("cuda"):
-        config = dataclasses.replace(config, device="cuda")
+    device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device, config.reference).name \
+        if config.precision == "auto" else config.precision
+    config = dataclasses.replace(config, device="cuda" if device.startswith("cuda") else device, precision=precision)
     return train_one(config, Path(runs_root), name, force, False, LoadedStores(config.device))
 
 

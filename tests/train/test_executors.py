@@ -182,3 +182,24 @@ def test_executor_options_are_checked_before_any_run(tiny_cache, tmp_path):
                                               str(tmp_path / "runs"), "--workers", "2"])
     assert result.exit_code == 2 and "--workers does not apply to --executor local" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_jobs_on_other_machines_resolve_device_and_precision_there(tiny_cache, dask_scheduler, tmp_path):
+    """With a running scheduler (or SLURM) the workers' hardware is known only to them: `auto` is resolved in
+    each job and recorded in its config.json as a local run's is; a `--device cuda` the submitting machine
+    lacks is not refused there (a login node sends jobs to GPU nodes), it fails in the job that lacks it."""
+    args = ["--cache", tiny_cache, "--langs", "en", "--epochs", "1", "--width", "64", "--batch-size", "16",
+            "--threads", "1", "--executor", "dask", "--dask-scheduler", dask_scheduler]
+    result = invoke(*args, "--out", tmp_path / "auto", "--device", "auto", "--precision", "auto")
+    assert result.exit_code == 0, result.output
+    assert "resolved in each job" in result.output
+    config = json.loads((tmp_path / "auto" / "en-w64-s0" / "config.json").read_text())
+    from cache.hardware import resolve_device
+    from train.loop import choose_precision
+
+    assert config["device"] == resolve_device("auto")  # this machine's workers: the CPU here
+    assert config["precision"] == choose_precision("auto", config["device"]).name
+    if not torch.cuda.is_available():
+        missing = CliRunner().invoke(train_heads, [str(a) for a in args] + ["--out", str(tmp_path / "gpu"),
+                                                                              "--device", "cuda"])
+        assert missing.exit_code == 1 and "torch sees no CUDA GPU here" in missing.output  # the job's words
