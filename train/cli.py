@@ -131,7 +131,9 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
 @click.option("--reference", is_flag=True, help="Reference mode, to check the fast path: embed every sampled "
               "occurrence separately (own dropout masks) in fp32 through the full transformer layer, as the "
               "authors' code does (several times slower; recorded in config.json).")
-@click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}.")
+@click.option("--device", default="auto", show_default=True, help=f"Torch device: {DEVICE_HELP}. For jobs on other "
+              "machines (submitit on SLURM, dask --dask-scheduler) `auto` and --precision auto are resolved in each "
+              "job, on its node.")
 @click.option("--exclude-concepts", multiple=True, metavar="CONCEPT...",
               help="Concepts left out of every training and validation set (familiar or novel; the paper drops "
               "the novel `nautilus`), e.g. `--exclude-concepts nautilus`; recorded in config.json.")
