@@ -52,7 +52,7 @@ def load_sweep_file(ctx: click.Context, param: click.Parameter, value: Path | No
               help="Read the sweep's options from a YAML or JSON file (keys: the long option names below, e.g. "
               "`configs: [en, en+fr]`, `seeds: 0-4`, `batch-size: 60`; see docs/training.md); it is copied to the "
               "study folder as sweep.yaml. Beside it the command line takes only --out, --device, --threads, "
-              "--force, the executor options, -q, -v.")
+              "--force, --tensorboard, the executor options, -q, -v.")
 @click.option("--from", "from_run", type=click.Path(exists=True, path_type=Path), metavar="RUN",
               help="Retrain a recorded run (its folder or its config.json) with every recorded value, on the stores "
               "it recorded, into --out NEW_FOLDER (needed); the same metrics on CPU. Beside it only --out, "
