@@ -24,3 +24,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """One Dask LocalCluster per test module (clusters start slowly), reached by its scheduler address. Its
+    nannies set OMP_NUM_THREADS=1 & co. in this process's environment: put back when the module is done."""
+    import os
+
+    distributed = pytest.importorskip("distributed")
+    from cache.executors import restore_environ
+
+    environ = dict(os.environ)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c.scheduler_address
+    restore_environ(environ)

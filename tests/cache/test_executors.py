@@ -11,23 +11,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cache.executors import (WORKER_DIED, ExecutorError, ExecutorSpec, Job, SubmititEngine, executor_options,
-                             restore_environ, run_jobs)
+from cache.executors import WORKER_DIED, ExecutorError, ExecutorSpec, Job, SubmititEngine, executor_options, run_jobs
 from tests.cache import executor_jobs as jobs_module
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = [Job(f"item-{i}", (i, 2)) for i in range(4)]
 EXPECTED = [(True, 0, None), (True, 1, None), (False, None, "item 2 is bad: fix it"), (True, 9, None)]
-
-
-@pytest.fixture(scope="module")
-def dask_scheduler():
-    """One LocalCluster for the module (they start slowly); the tests reach it by its address."""
-    distributed = pytest.importorskip("distributed")
-    environ = dict(os.environ)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
-        yield c.scheduler_address
-    restore_environ(environ)  # its nannies set OMP_NUM_THREADS=1 & co. in this process's environment
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 for byte; a failed job is named and the rerun resumes; options that do not go together are refused."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from cache.executors import restore_environ
 from cache.store import open_store
 from extract.cli import extract_features
 from extract.corpus import load_corpus
@@ -25,13 +23,6 @@ def corpus(vgsme_home) -> Path:
     return write_tiny_corpus(vgsme_home / "corpora" / "tiny", langs=("en",), **SMALL)
 
 
-@pytest.fixture(autouse=True)
-def same_environment():
-    environ = dict(os.environ)
-    yield
-    restore_environ(environ)  # a LocalCluster's nannies set OMP_NUM_THREADS=1 & co. in this process
-
-
 def extract(*args: str):
     return CliRunner().invoke(extract_features, [*args, "--quiet"], catch_exceptions=False)
 
@@ -40,6 +31,7 @@ def extract(*args: str):
                                          (["--executor", "submitit", "--submitit-cluster", "local", "--workers", "2"],
                                           "zarr")])
 def test_an_engine_gives_the_local_store_byte_for_byte(engine, fmt, corpus, models, tmp_path):
+    """A LocalCluster made by the command itself (dask), and submitit's local cluster."""
     bad = corrupt_one_word(corpus)
     common = ["--corpus", "tiny", "--lang", "en", "--encoder", str(models / "tiny-wavlm"), "--batch-size", "3",
               "--device", "cpu", "--format", fmt, "--skip-bad"]

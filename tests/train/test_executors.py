@@ -18,7 +18,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cache.executors import restore_environ
 from cache.locks import lock_file_for
 from train.cli import train_heads
 from train.runs import RunFolder
@@ -31,22 +30,15 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "2", "--width", "64", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--quiet"]
 SWEEP = ["--configs", "en", "en+fr"]
 RUNS = ("en-w64-s0", "en+fr-w64-s0")
+# `--threads 1` sets torch's threads in this process too: put them back after each test, or later tests
+# (an in-process extraction compared with a subprocess's) would run at one thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
 def importable(monkeypatch):
     """Workers that are fresh interpreters (submitit's jobs) find this checkout through PYTHONPATH."""
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-
-
-@pytest.fixture(scope="module")
-def dask_scheduler():
-    """One LocalCluster shared by the module's tests (it starts slowly; its workers keep torch imported)."""
-    distributed = pytest.importorskip("distributed")
-    environ = dict(os.environ)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
-        yield c.scheduler_address
-    restore_environ(environ)  # its nannies set OMP_NUM_THREADS=1 & co. in this process's environment
 
 
 @pytest.fixture(scope="module")
