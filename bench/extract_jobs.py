@@ -49,7 +49,8 @@ from cache.atomic import write_json  # noqa: E402
 from cache.hardware import machine_record  # noqa: E402
 from extract.corpus import load_corpus  # noqa: E402
 from extract.encoders.registry import known_encoders, load_encoder  # noqa: E402
-from extract.jobs import THREAD_VARIABLES, extract_across_jobs, lead_threads  # noqa: E402
+from cache.executors import restore_environ  # noqa: E402
+from extract.jobs import extract_across_jobs, lead_threads  # noqa: E402
 from extract.run import batches, extract_store, plan_items, reader_for  # noqa: E402
 from tests.extract.corpus_fixtures import write_tiny_corpus  # noqa: E402
 from tests.extract.tiny_models import save_tiny_wavlm  # noqa: E402
@@ -180,22 +181,14 @@ def dask_cluster(workers: int) -> MapJobs:
     def map_jobs(fn, jobs):
         from distributed import Client, LocalCluster
 
-        saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}  # LocalCluster sets them in this process
+        saved = dict(os.environ)  # a LocalCluster sets OMP_NUM_THREADS=1 & co. in this process
         try:
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                     Client(cluster) as client:
                 return collect(client.map(fn, jobs, pure=False), lambda f: f.result())
         finally:
-            restore_environment(saved)
+            restore_environ(saved)
     return map_jobs
-
-
-def restore_environment(saved: dict[str, str | None]) -> None:
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def submitit_local(folder: Path) -> MapJobs:
